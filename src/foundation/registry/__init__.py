@@ -1,0 +1,34 @@
+"""The process/service registry: one facade, pluggable backends."""
+
+from ._compat import NATIVE as NATIVE
+from ._types import EMPTY_METADATA as EMPTY_METADATA
+from ._types import EventKind as EventKind
+from ._types import Health as Health
+from ._types import Registration as Registration
+from ._types import RegistryEvent as RegistryEvent
+from ._types import RegistryStats as RegistryStats
+from ._backend import Backend as Backend
+from ._facade import Registry as Registry
+from ._facade import RegistryWatch as RegistryWatch
+from ._facade import ScopeOwner as ScopeOwner
+from ._facade import open_registry as open_registry
+
+__all__ = [
+    "EMPTY_METADATA",
+    "NATIVE",
+    "Backend",
+    "EventKind",
+    "Health",
+    "Registration",
+    "Registry",
+    "RegistryEvent",
+    "RegistryStats",
+    "RegistryWatch",
+    "ScopeOwner",
+    "open_registry",
+]
+
+from .._util import fixup_module_metadata
+
+fixup_module_metadata(__name__, globals())
+del fixup_module_metadata

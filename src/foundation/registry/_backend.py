@@ -1,0 +1,150 @@
+"""The Backend interface every registry backend implements.
+
+The facade (:class:`foundation.registry.Registry`) binds its read methods and
+its ``*_nowait`` writes straight to the backend's own methods, so a backend's
+methods ARE the public API for those calls: same names, same signatures,
+same errors. Hence the rules below are the contract the conformance suite
+(``tests/registry``) checks on every backend.
+
+Keys
+    Every method takes ``(ns, name)`` as two arguments, never a key tuple, so
+    the native read path builds none. ``ns`` and ``name`` may be any hashable
+    (local backends). A key that cannot be hashed, or whose ``__hash__`` or
+    ``__eq__`` raises, gives ``errors.InvalidKey`` (original error as
+    ``__cause__``), never a crash or a half-written table. Keys are returned
+    exactly as given at registration.
+
+Values and metadata
+    ``metadata`` is ``None`` or a ``Mapping``; anything else gives
+    ``errors.InvalidMetadata`` before anything is written. The backend stores
+    its own shallow copy (``dict(metadata)``) and hands out read-only
+    ``MappingProxyType`` views; an empty or ``None`` metadata is stored as
+    :data:`~foundation.registry._types.EMPTY_METADATA`.
+
+Writes (local backends: synchronous, atomic per call, thread-safe)
+    ``register(ns, name, value, metadata=None, *, owner=None) -> Registration``
+        Check-and-insert is atomic, also across OS threads. A key held with
+        the same value (``is`` or ``==``) and the same owner (``None`` equals
+        only ``None``) is a re-registration: metadata is replaced, an
+        ``updated`` event is emitted, the new Registration returned. Any
+        other holder gives ``errors.AlreadyRegistered(key, holder)``.
+        ``owner`` must be hashable (``errors.InvalidKey`` otherwise).
+    ``unregister(ns, name) -> bool``: False if absent or closed; never raises
+        (except ``InvalidKey`` for an unusable key).
+    ``update_metadata(ns, name, metadata) -> Registration``: replaces;
+        ``errors.NotRegistered`` if absent.
+    ``unregister_owner(owner) -> int``: removes every registration and group
+        membership of ``owner`` in O(its entries); returns how many.
+    ``join(ns, group, value, metadata=None, *, owner=None) -> Registration``:
+        adds a member (``joined`` event); joining the same value (``is`` or
+        ``==``; unhashable values are allowed) again replaces its metadata
+        and owner (``updated`` event). Groups are their own key space.
+    ``leave(ns, group, value) -> bool``: False if not a member.
+    After ``close()`` every write raises ``errors.RegistryClosed`` except
+    ``unregister``/``leave``/``unregister_owner``, which return False/0.
+
+Reads (never block, take no lock on GIL builds, never call back into trio)
+    ``lookup(ns, name)`` -> value, or ``errors.NotRegistered``.
+    ``get(ns, name, default=None)`` -> value or default.
+    ``lookup_with_metadata(ns, name) -> Registration`` / ``NotRegistered``.
+    ``metadata(ns, name) -> Mapping`` / ``NotRegistered``.
+    ``contains(ns, name) -> bool``.
+    ``names(ns) -> list``: unique names of ``ns`` (not groups), O(entries of ns).
+    ``registrations(ns=None) -> list[Registration]``; ``list_all()`` is
+        ``registrations(None)`` (the seed system's callback name).
+    ``count(ns=None) -> int`` unique names only; ``__len__`` is ``count()``.
+    ``select(ns, query) -> list[Registration]``: ``query`` is a compiled
+        :class:`foundation.registry._query.Query`; ``ns=None`` means all.
+    ``members(ns, group) -> list[Registration]`` (join order);
+        ``member_count(ns, group) -> int``; ``memberships() -> list[Registration]``
+    (every membership of every group, for ``migrate``).
+    Reads keep answering after ``close()`` from the last state.
+
+Events
+    ``subscribe(listener) -> unsubscribe``: ``listener(RegistryEvent)`` is
+    called synchronously by the writing thread after each successful write,
+    once the table is consistent and outside any shard lock; an
+    ``unregister_owner`` emits one event per removed entry. A listener that
+    raises is logged (logger ``foundation.registry``) and the write still
+    stands.
+
+Admin
+    ``stats() -> RegistryStats``; ``health_check() -> Health``;
+    ``close()`` (idempotent); ``closed`` (bool attribute/property);
+    ``name`` (``"native"``, ``"python"``, ``"etcd"``); ``partitions`` (int);
+    ``is_async`` (False for local backends).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from ._types import Health, Registration, RegistryEvent, RegistryStats
+
+if TYPE_CHECKING:
+    from ._query import Query
+
+__all__ = ["Backend", "Listener"]
+
+Listener = Callable[[RegistryEvent], None]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What a registry backend provides; see the module docstring for the rules."""
+
+    name: str
+    partitions: int
+    is_async: bool
+
+    @property
+    def closed(self) -> bool: ...
+
+    # reads
+    def lookup(self, ns: Hashable, name: Hashable) -> Any: ...
+    def get(self, ns: Hashable, name: Hashable, default: Any = None) -> Any: ...
+    def lookup_with_metadata(self, ns: Hashable, name: Hashable) -> Registration: ...
+    def metadata(self, ns: Hashable, name: Hashable) -> Mapping[Any, Any]: ...
+    def contains(self, ns: Hashable, name: Hashable) -> bool: ...
+    def names(self, ns: Hashable) -> list[Any]: ...
+    def registrations(self, ns: Hashable | None = None) -> list[Registration]: ...
+    def list_all(self) -> list[Registration]: ...
+    def count(self, ns: Hashable | None = None) -> int: ...
+    def select(self, ns: Hashable | None, query: Query) -> list[Registration]: ...
+    def members(self, ns: Hashable, group: Hashable) -> list[Registration]: ...
+    def member_count(self, ns: Hashable, group: Hashable) -> int: ...
+    def memberships(self) -> list[Registration]: ...
+    def __len__(self) -> int: ...
+
+    # writes
+    def register(
+        self,
+        ns: Hashable,
+        name: Hashable,
+        value: Any,
+        metadata: Mapping[Any, Any] | None = None,
+        *,
+        owner: Hashable | None = None,
+    ) -> Registration: ...
+    def unregister(self, ns: Hashable, name: Hashable) -> bool: ...
+    def update_metadata(
+        self, ns: Hashable, name: Hashable, metadata: Mapping[Any, Any] | None
+    ) -> Registration: ...
+    def unregister_owner(self, owner: Hashable) -> int: ...
+    def join(
+        self,
+        ns: Hashable,
+        group: Hashable,
+        value: Any,
+        metadata: Mapping[Any, Any] | None = None,
+        *,
+        owner: Hashable | None = None,
+    ) -> Registration: ...
+    def leave(self, ns: Hashable, group: Hashable, value: Any) -> bool: ...
+
+    # events and admin
+    def subscribe(self, listener: Listener) -> Callable[[], None]: ...
+    def stats(self) -> RegistryStats: ...
+    def health_check(self) -> Health: ...
+    def close(self) -> None: ...

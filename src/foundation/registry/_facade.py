@@ -1,0 +1,634 @@
+"""The registry facade: one public API over any :class:`Backend`.
+
+Reads and ``*_nowait`` writes are the backend's own bound methods, stored on
+the instance (``registry.lookup is backend.lookup``), so a lookup on the
+native backend is one C-level call with no Python frame in between (DESIGN
+section 2: a Python wrapper frame costs ~100 ns, more than the lookup). The
+facade adds what a table cannot know about: Trio checkpoints on the async
+writes, scoped registrations, waiting, watching and migration.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from .. import errors
+from ..config import backend_from_env
+from . import _compat
+from ._backend import Backend
+from ._events import Listeners
+from ._query import Query
+from ._types import EventKind, Health, Registration, RegistryEvent, RegistryStats
+
+__all__ = ["Registry", "RegistryWatch", "ScopeOwner", "open_registry"]
+
+_WAKE_KINDS = (EventKind.REGISTERED, EventKind.UPDATED)
+
+
+def make_backend(
+    backend: str | Backend, *, partitions: int | None = None, indexes: Sequence[str] = ()
+) -> Backend:
+    """Build a local backend from its name, or check and return a Backend instance.
+
+    Raises:
+        ConfigError: unknown backend name, or bad ``partitions``/``indexes``.
+        BackendUnavailable: ``"native"`` asked for but not compiled/enabled.
+    """
+    if not isinstance(backend, str):
+        if not isinstance(backend, Backend):
+            raise errors.ConfigError(
+                f"backend={backend!r} is neither a backend name nor a Backend instance;"
+                " use 'auto', 'native' or 'python'"
+            )
+        return backend
+    name = backend.strip().lower()
+    if name == "auto":
+        name = backend_from_env("auto")
+    if name == "auto":
+        name = "native" if _compat.NATIVE else "python"
+    if name == "native":
+        if not _compat.NATIVE:
+            why = (
+                "FOUNDATION_NO_EXTENSIONS is set"
+                if _compat.NO_EXTENSIONS
+                else "the extension was not compiled (install with a C compiler)"
+            )
+            raise errors.BackendUnavailable(
+                f"the native registry backend is not available: {why};"
+                " use backend='python' or backend='auto'"
+            )
+        from ._native import NativeBackend
+
+        return NativeBackend(partitions, indexes)  # type: ignore[no-any-return]
+    if name == "python":
+        from ._python import PythonBackend
+
+        return PythonBackend(partitions, indexes)
+    if name == "etcd":
+        raise errors.ConfigError(
+            "the etcd backend needs a connection: use"
+            " 'async with open_registry(backend=\"etcd\", endpoints=[...])'"
+        )
+    raise errors.ConfigError(
+        f"unknown registry backend {backend!r}; use 'auto', 'native' or 'python'"
+    )
+
+
+class _TrioWaker:
+    """Runs a callback in the Trio thread that created it, from any thread.
+
+    Backends call listeners in the writing thread, which may be a worker
+    thread of ``trio.to_thread``; Trio objects may only be touched from the
+    thread running Trio, so foreign calls are posted with ``run_sync_soon``.
+    """
+
+    __slots__ = ("_thread", "_token")
+
+    def __init__(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._thread = threading.get_ident()
+
+    def call(self, fn: Callable[..., None], *args: Any) -> None:
+        if threading.get_ident() == self._thread:
+            fn(*args)
+            return
+        try:
+            self._token.run_sync_soon(fn, *args)
+        except trio.RunFinishedError:
+            # The Trio run that was waiting has ended; nobody is left to wake.
+            return
+
+
+class ScopeOwner:
+    """The fresh owner token of one ``registered()`` block.
+
+    Hashable by identity, so it can never collide with a user's owner value.
+    """
+
+    __slots__ = ("_id",)
+    _ids = itertools.count(1)
+
+    def __init__(self) -> None:
+        self._id = next(self._ids)
+
+    def __repr__(self) -> str:
+        return f"<ScopeOwner #{self._id}>"
+
+
+class RegistryWatch:
+    """An async iterator over the :class:`RegistryEvent` s of one ``watch()``.
+
+    Events are buffered (at most ``max_buffer``) so a write never waits for a
+    slow consumer; a consumer that falls further behind gets the buffered
+    events and then :class:`~foundation.errors.WatchOverflow`, because the
+    dropped events make its view stale.
+    """
+
+    def __init__(self, ns: Hashable | None, max_buffer: int, *, filtered: bool) -> None:
+        self._ns = ns
+        self._filtered = filtered
+        self._max_buffer = max_buffer
+        self._buffer: deque[RegistryEvent] = deque()
+        self._lot = trio.lowlevel.ParkingLot()
+        self._overflowed = False
+        self._ended = False
+        self._waker = _TrioWaker()
+
+    # -- producer side (any thread; hops to the Trio thread) ------------------
+    def _on_event(self, event: RegistryEvent) -> None:
+        if self._filtered and event.registration.namespace != self._ns:
+            return
+        self._waker.call(self._push, event)
+
+    def _push(self, event: RegistryEvent) -> None:
+        if self._overflowed or self._ended:
+            return
+        if len(self._buffer) >= self._max_buffer:
+            self._overflowed = True
+        else:
+            self._buffer.append(event)
+        self._lot.unpark_all()
+
+    def _end(self) -> None:
+        self._ended = True
+        self._lot.unpark_all()
+
+    # -- consumer side --------------------------------------------------------
+    def __aiter__(self) -> RegistryWatch:
+        return self
+
+    async def __anext__(self) -> RegistryEvent:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        parked = False
+        while not self._buffer:
+            if self._overflowed:
+                raise errors.WatchOverflow(self._max_buffer)
+            if self._ended:
+                raise StopAsyncIteration
+            parked = True
+            await self._lot.park()
+        if not parked:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return self._buffer.popleft()
+
+
+class _Waiter:
+    """One ``wait_for`` call: woken by the matching registration or by close."""
+
+    __slots__ = ("_event", "_waker", "closed", "key", "registration")
+
+    def __init__(self, ns: Hashable, name: Hashable) -> None:
+        self.key = (ns, name)
+        self.registration: Registration | None = None
+        self.closed = False
+        self._event = trio.Event()
+        self._waker = _TrioWaker()
+
+    def _on_event(self, event: RegistryEvent) -> None:
+        reg = event.registration
+        if event.kind in _WAKE_KINDS and (reg.namespace, reg.name) == self.key:
+            self._waker.call(self._wake, reg)
+
+    def _wake(self, reg: Registration) -> None:
+        if self.registration is None:
+            self.registration = reg
+        self._event.set()
+
+    def _end(self) -> None:
+        self.closed = True
+        self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
+class Registry:
+    """A process/service registry keyed by ``(namespace, name)``.
+
+    Args:
+        backend: ``"auto"`` (native when compiled, else python; honours
+            :envvar:`FOUNDATION_BACKEND`), ``"native"``, ``"python"``, or a
+            :class:`Backend` instance.
+        partitions: number of shards; default ``os.cpu_count()``.
+        indexes: metadata fields to index, so equality ``select`` on them
+            costs O(matches).
+
+    Reads are synchronous and never block; they are the backend's own methods
+    (see the class attributes below). Async writes always checkpoint: a write
+    cancelled before it runs writes nothing, and a write that ran never
+    reports ``Cancelled``. ``*_nowait`` writes are synchronous, for hot
+    loops; on an asynchronous backend (etcd) they raise
+    :class:`~foundation.errors.BackendIsAsync`.
+
+    Example::
+
+        registry = Registry()
+        await registry.register("services", "db", conn, {"role": "primary"})
+        registry.lookup("services", "db")   # -> conn
+    """
+
+    # Bound straight to the backend in _bind(); documented in _backend.py.
+    lookup: Callable[[Hashable, Hashable], Any]
+    get: Callable[..., Any]
+    lookup_with_metadata: Callable[[Hashable, Hashable], Registration]
+    metadata: Callable[[Hashable, Hashable], Mapping[Any, Any]]
+    names: Callable[[Hashable], list[Any]]
+    registrations: Callable[..., list[Registration]]
+    count: Callable[..., int]
+    members: Callable[[Hashable, Hashable], list[Registration]]
+    member_count: Callable[[Hashable, Hashable], int]
+    register_nowait: Callable[..., Registration]
+    unregister_nowait: Callable[[Hashable, Hashable], bool]
+    update_metadata_nowait: Callable[[Hashable, Hashable, Mapping[Any, Any] | None], Registration]
+    unregister_owner_nowait: Callable[[Hashable], int]
+    join_nowait: Callable[..., Registration]
+    leave_nowait: Callable[[Hashable, Hashable, Any], bool]
+
+    def __init__(
+        self,
+        backend: str | Backend = "auto",
+        *,
+        partitions: int | None = None,
+        indexes: Sequence[str] = (),
+    ) -> None:
+        self._indexes = tuple(indexes)
+        self._backend = make_backend(backend, partitions=partitions, indexes=self._indexes)
+        # Watches and waiters hang off one fan-out that is subscribed to the
+        # backend only while someone listens, so writes without listeners
+        # build no events at all.
+        self._fanout = Listeners()
+        # consumer -> its unsubscribe from the fan-out
+        self._consumers: dict[RegistryWatch | _Waiter, Callable[[], None]] = {}
+        self._unsubscribe_backend: Callable[[], None] | None = None
+        self._bind()
+
+    def _bind(self) -> None:
+        b = self._backend
+        self.lookup = b.lookup
+        self.get = b.get
+        self.lookup_with_metadata = b.lookup_with_metadata
+        self.metadata = b.metadata
+        self.names = b.names
+        self.registrations = b.registrations
+        self.count = b.count
+        self.members = b.members
+        self.member_count = b.member_count
+        if b.is_async:
+            self.register_nowait = self._async_only("register")
+            self.unregister_nowait = self._async_only("unregister")
+            self.update_metadata_nowait = self._async_only("update_metadata")
+            self.unregister_owner_nowait = self._async_only("unregister_owner")
+            self.join_nowait = self._async_only("join")
+            self.leave_nowait = self._async_only("leave")
+        else:
+            self.register_nowait = b.register
+            self.unregister_nowait = b.unregister
+            self.update_metadata_nowait = b.update_metadata
+            self.unregister_owner_nowait = b.unregister_owner
+            self.join_nowait = b.join
+            self.leave_nowait = b.leave
+
+    def _async_only(self, operation: str) -> Callable[..., Any]:
+        backend = self._backend.name
+
+        def nowait(*args: Any, **kwargs: Any) -> Any:
+            raise errors.BackendIsAsync(operation, backend)
+
+        nowait.__name__ = f"{operation}_nowait"
+        return nowait
+
+    # -- introspection ------------------------------------------------------
+    @property
+    def backend(self) -> Backend:
+        """The backend in use now (it changes on :meth:`migrate`)."""
+        return self._backend
+
+    @property
+    def backend_name(self) -> str:
+        """``"native"``, ``"python"`` (or ``"etcd"``)."""
+        return self._backend.name
+
+    @property
+    def partitions(self) -> int:
+        return self._backend.partitions
+
+    @property
+    def closed(self) -> bool:
+        return self._backend.closed
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{len(self)} registrations"
+        return f"<Registry backend={self.backend_name!r} partitions={self.partitions} {state}>"
+
+    def __len__(self) -> int:
+        return len(self._backend)
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, tuple) or len(key) != 2:
+            raise errors.InvalidKey(key, "membership tests take a (namespace, name) tuple")
+        return self._backend.contains(key[0], key[1])
+
+    def select(
+        self,
+        ns: Hashable | None,
+        where: Mapping[str, Any] | None = None,
+        predicate: Callable[[Registration], bool] | None = None,
+    ) -> list[Registration]:
+        """Registrations of ``ns`` (all namespaces for None) matching ``where`` and ``predicate``.
+
+        ``where`` maps a metadata field (dotted for nested mappings) to a value
+        (equality) or ``(op, operand)`` with op in ``eq neq lt lte gt gte in
+        not_in``. A missing field or an incomparable value never matches.
+
+        Raises:
+            InvalidQuery: a malformed criterion (unknown operator, ...).
+        """
+        return self._backend.select(ns, Query(where, predicate))
+
+    def stats(self) -> RegistryStats:
+        """Counters of the backend in use (lookups, writes, conflicts, sizes)."""
+        return self._backend.stats()
+
+    def health_check(self) -> Health:
+        """Whether the backend can serve reads and writes now."""
+        return self._backend.health_check()
+
+    # -- async writes ---------------------------------------------------------
+    async def register(
+        self,
+        ns: Hashable,
+        name: Hashable,
+        value: Any,
+        metadata: Mapping[Any, Any] | None = None,
+        *,
+        owner: Hashable | None = None,
+    ) -> Registration:
+        """Register ``value`` under ``(ns, name)``; see :meth:`register_nowait`.
+
+        Checkpoints. Raises AlreadyRegistered, InvalidKey, InvalidMetadata,
+        RegistryClosed.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        reg = self._backend.register(ns, name, value, metadata, owner=owner)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return reg
+
+    async def unregister(self, ns: Hashable, name: Hashable) -> bool:
+        """Remove ``(ns, name)``; False if it was absent. Checkpoints."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        removed = self._backend.unregister(ns, name)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return removed
+
+    async def update_metadata(
+        self, ns: Hashable, name: Hashable, metadata: Mapping[Any, Any] | None
+    ) -> Registration:
+        """Replace the metadata of ``(ns, name)`` (NotRegistered if absent). Checkpoints."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        reg = self._backend.update_metadata(ns, name, metadata)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return reg
+
+    async def unregister_owner(self, owner: Hashable) -> int:
+        """Remove every registration and membership of ``owner``; how many. Checkpoints."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        removed = self._backend.unregister_owner(owner)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return removed
+
+    async def join(
+        self,
+        ns: Hashable,
+        group: Hashable,
+        value: Any,
+        metadata: Mapping[Any, Any] | None = None,
+        *,
+        owner: Hashable | None = None,
+    ) -> Registration:
+        """Add ``value`` to group ``(ns, group)`` (again: update metadata). Checkpoints."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        reg = self._backend.join(ns, group, value, metadata, owner=owner)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return reg
+
+    async def leave(self, ns: Hashable, group: Hashable, value: Any) -> bool:
+        """Remove ``value`` from group ``(ns, group)``; False if not a member. Checkpoints."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        left = self._backend.leave(ns, group, value)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return left
+
+    async def register_many(
+        self, items: Iterable[Sequence[Any]], *, owner: Hashable | None = None
+    ) -> list[Registration | errors.RegistryError]:
+        """Register many ``(ns, name, value[, metadata])`` items; one result per item.
+
+        Each result is the :class:`Registration` or the
+        :class:`~foundation.errors.RegistryError` that item met; one item's
+        failure does not stop the others. Checkpoints once.
+
+        Raises:
+            RegistryClosed: the registry is closed (nothing is written).
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._backend.closed:
+            raise errors.RegistryClosed()
+        register = self._backend.register
+        results: list[Registration | errors.RegistryError] = []
+        for item in items:
+            if not isinstance(item, Sequence) or len(item) not in (3, 4):
+                results.append(
+                    errors.InvalidKey(item, "items are (ns, name, value) or (ns, name, value, metadata)")
+                )
+                continue
+            metadata = item[3] if len(item) == 4 else None
+            try:
+                results.append(register(item[0], item[1], item[2], metadata, owner=owner))
+            except errors.RegistryError as exc:
+                results.append(exc)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return results
+
+    async def sync(self) -> None:
+        """Wait until this registry's view has caught up; local backends are always current."""
+        await trio.lowlevel.checkpoint()
+
+    # -- scoped, waiting and watching -------------------------------------
+    @asynccontextmanager
+    async def registered(
+        self,
+        ns: Hashable,
+        name: Hashable,
+        value: Any,
+        metadata: Mapping[Any, Any] | None = None,
+    ) -> AsyncIterator[Registration]:
+        """Hold a registration for the duration of an ``async with`` block.
+
+        The entry is owned by a fresh :class:`ScopeOwner` (``reg.owner``);
+        leaving the block for any reason (normal exit, error, cancellation)
+        removes everything registered with that owner. Entering checkpoints;
+        leaving does not block. Errors from the block propagate as themselves.
+        """
+        token = ScopeOwner()
+        reg = await self.register(ns, name, value, metadata, owner=token)
+        try:
+            yield reg
+        finally:
+            # Synchronous on purpose: it must run even inside a cancelled scope.
+            self._backend.unregister_owner(token)
+
+    async def wait_for(self, ns: Hashable, name: Hashable) -> Registration:
+        """Return the registration of ``(ns, name)``, waiting until there is one.
+
+        Returns at once (after a checkpoint) when the key is registered. Has
+        no timeout: wrap it in ``trio.fail_after``.
+
+        Raises:
+            RegistryClosed: the registry is closed, or closes while waiting.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._backend.closed:
+            raise errors.RegistryClosed()
+        waiter = _Waiter(ns, name)
+        # Subscribe before looking, so a registration made by another thread
+        # between the look and the wait is not missed.
+        self._add_consumer(waiter)
+        try:
+            try:
+                reg: Registration | None = self._backend.lookup_with_metadata(ns, name)
+            except errors.NotRegistered:
+                reg = None
+            if reg is not None:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return reg
+            await waiter.wait()
+            if waiter.registration is not None:
+                return waiter.registration
+            raise errors.RegistryClosed()
+        finally:
+            self._remove_consumer(waiter)
+
+    @asynccontextmanager
+    async def watch(
+        self,
+        ns: Hashable | None = None,
+        *,
+        initial: bool = False,
+        max_buffer: int = 1000,
+    ) -> AsyncIterator[RegistryWatch]:
+        """Receive :class:`RegistryEvent` s for ``ns`` (all namespaces for None).
+
+        With ``initial=True`` the current registrations come first, as
+        ``registered`` events. Entering and leaving do not block; iterating
+        blocks until an event arrives. Iteration ends when the registry
+        closes; a consumer more than ``max_buffer`` events behind gets
+        :class:`~foundation.errors.WatchOverflow`.
+        """
+        if isinstance(max_buffer, bool) or not isinstance(max_buffer, int) or max_buffer < 1:
+            raise errors.ConfigError(f"max_buffer={max_buffer!r}: use an int >= 1")
+        watch = RegistryWatch(ns, max_buffer, filtered=ns is not None)
+        self._add_consumer(watch)
+        try:
+            if initial:
+                for reg in self._backend.registrations(ns):
+                    watch._push(RegistryEvent(EventKind.REGISTERED, reg))
+            if self._backend.closed:
+                watch._end()
+            yield watch
+        finally:
+            self._remove_consumer(watch)
+
+    def _add_consumer(self, consumer: RegistryWatch | _Waiter) -> None:
+        self._consumers[consumer] = self._fanout.add(consumer._on_event)
+        if self._unsubscribe_backend is None:
+            self._unsubscribe_backend = self._backend.subscribe(self._fanout.notify)
+
+    def _remove_consumer(self, consumer: RegistryWatch | _Waiter) -> None:
+        unsubscribe = self._consumers.pop(consumer, None)
+        if unsubscribe is not None:
+            unsubscribe()
+        if not self._consumers and self._unsubscribe_backend is not None:
+            self._unsubscribe_backend()
+            self._unsubscribe_backend = None
+
+    # -- migration and closing -----------------------------------------------
+    async def migrate(self, other: str | Backend) -> None:
+        """Move every registration and membership to another backend, then switch.
+
+        ``other`` is ``"native"``, ``"python"`` or an empty Backend instance.
+        The copy and the switch happen without a checkpoint in between, so no
+        write from this Trio run is lost; watches keep working. On failure
+        the registry stays on its current backend, unchanged.
+
+        Raises:
+            ConfigError: ``other`` is not empty.
+            BackendUnavailable: ``other`` cannot be built here.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._backend.closed:
+            raise errors.RegistryClosed()
+        old = self._backend
+        new = make_backend(other, partitions=old.partitions, indexes=self._indexes)
+        if new is old:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        if len(new) or new.memberships():
+            raise errors.ConfigError("migrate() needs an empty target backend")
+        try:
+            for reg in old.registrations():
+                new.register(reg.namespace, reg.name, reg.value, reg.metadata, owner=reg.owner)
+            for member in old.memberships():
+                new.join(
+                    member.namespace, member.name, member.value, member.metadata, owner=member.owner
+                )
+        except BaseException:
+            if other is not new:  # we built it, so we dispose of it
+                new.close()
+            raise
+        if self._unsubscribe_backend is not None:
+            self._unsubscribe_backend()
+            self._unsubscribe_backend = new.subscribe(self._fanout.notify)
+        self._backend = new
+        self._bind()
+        old.close()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def close(self) -> None:
+        """Close the registry: writes raise RegistryClosed, waiters wake, watches end.
+
+        Reads keep answering from the last state. Idempotent; does not block.
+        """
+        self._backend.close()
+        for consumer in list(self._consumers):
+            consumer._waker.call(consumer._end)
+
+    async def aclose(self) -> None:
+        """:meth:`close`, as a checkpoint."""
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+
+@asynccontextmanager
+async def open_registry(
+    backend: str | Backend = "auto",
+    *,
+    partitions: int | None = None,
+    indexes: Sequence[str] = (),
+) -> AsyncIterator[Registry]:
+    """Open a :class:`Registry` for the duration of an ``async with`` block.
+
+    Local backends (``auto``, ``native``, ``python``) open at once; the
+    registry is closed when the block exits.
+    """
+    registry = Registry(backend, partitions=partitions, indexes=indexes)
+    try:
+        yield registry
+    finally:
+        registry.close()
