@@ -73,10 +73,8 @@ def _extensions() -> list[Extension]:
         return []
     from Cython.Build import cythonize
 
-    if DEBUG_BUILD:
-        args = ["-O0", "-g3", "-UNDEBUG"]
-    else:
-        args = ["-O3"]
+    args = ["-O0", "-g3", "-UNDEBUG"] if DEBUG_BUILD else ["-O3"]
+    args += ["-Wall"]
     csrc = sorted(
         os.path.join("csrc", f) for f in os.listdir("csrc") if f.endswith(".c")
     )
@@ -101,4 +99,20 @@ def _extensions() -> list[Extension]:
     )
 
 
-setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt})
+def _extensions_or_fallback() -> list[Extension]:
+    try:
+        return _extensions()
+    except Exception:
+        # Cython missing or the .pyx failing to translate: same policy as a
+        # failed C compile.
+        if REQUIRE_EXTENSIONS:
+            raise
+        traceback.print_exc()
+        print(BANNER)
+        print("WARNING: the native registry could not be generated; installing the")
+        print("pure-Python backend. Set FOUNDATION_REQUIRE_EXTENSIONS=1 to make this fatal.")
+        print(BANNER)
+        return []
+
+
+setup(ext_modules=_extensions_or_fallback(), cmdclass={"build_ext": OptionalBuildExt})

@@ -1,17 +1,20 @@
-"""The process/service registry: one facade, pluggable backends."""
+"""The process/service registry: one facade, pluggable backends.
 
+``NATIVE`` tells whether the compiled table is in use (see ``_compat.py``).
+"""
+
+from ._backend import Backend as Backend
 from ._compat import NATIVE as NATIVE
+from ._facade import Registry as Registry
+from ._facade import RegistryWatch as RegistryWatch
+from ._facade import ScopeOwner as ScopeOwner
+from ._facade import open_registry as open_registry
 from ._types import EMPTY_METADATA as EMPTY_METADATA
 from ._types import EventKind as EventKind
 from ._types import Health as Health
 from ._types import Registration as Registration
 from ._types import RegistryEvent as RegistryEvent
 from ._types import RegistryStats as RegistryStats
-from ._backend import Backend as Backend
-from ._facade import Registry as Registry
-from ._facade import RegistryWatch as RegistryWatch
-from ._facade import ScopeOwner as ScopeOwner
-from ._facade import open_registry as open_registry
 
 __all__ = [
     "EMPTY_METADATA",

@@ -444,9 +444,8 @@ class Registry:
         results: list[Registration | errors.RegistryError] = []
         for item in items:
             if not isinstance(item, Sequence) or len(item) not in (3, 4):
-                results.append(
-                    errors.InvalidKey(item, "items are (ns, name, value) or (ns, name, value, metadata)")
-                )
+                shape = "items are (ns, name, value) or (ns, name, value, metadata)"
+                results.append(errors.InvalidKey(item, shape))
                 continue
             metadata = item[3] if len(item) == 4 else None
             try:

@@ -41,7 +41,7 @@ class Registration(NamedTuple):
     owner: Hashable | None
 
 
-class EventKind(str, enum.Enum):
+class EventKind(enum.StrEnum):
     """What happened to a key; compares equal to its lower-case string."""
 
     REGISTERED = "registered"
@@ -49,9 +49,6 @@ class EventKind(str, enum.Enum):
     UNREGISTERED = "unregistered"
     JOINED = "joined"
     LEFT = "left"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class RegistryEvent(NamedTuple):
