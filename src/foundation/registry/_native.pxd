@@ -1,0 +1,120 @@
+# Declarations of the C core (csrc/fdn_table.h) and of its Python glue
+# (csrc/fdn_python.h) for the Cython binding in _native.pyx.
+
+from cpython.object cimport PyObject, PyTypeObject
+from libc.stdint cimport uint64_t
+
+
+cdef extern from "fdn_table.h" nogil:
+    ctypedef struct fdn_slot:
+        uint64_t hash
+        void *a
+        void *b
+        void *value
+
+    cdef struct fdn_rec
+    cdef struct fdn_list
+
+    cdef struct fdn_list:
+        fdn_rec *first
+        fdn_rec *last
+        size_t count
+        void *key
+        uint64_t hash
+
+    cdef struct fdn_rec:
+        void *meta
+        fdn_rec *ns_prev
+        fdn_rec *ns_next
+        fdn_list *ns_list
+        size_t slot
+        uint64_t seq
+        void *owner
+        fdn_rec *own_prev
+        fdn_rec *own_next
+        fdn_list *own_list
+
+    ctypedef struct fdn_table:
+        fdn_slot *slots
+        fdn_rec **recs
+        size_t mask
+        size_t used
+        uint64_t version
+
+    ctypedef struct fdn_shard:
+        fdn_table main
+        fdn_table ns
+        fdn_table own
+        uint64_t version
+        uint64_t hits
+        uint64_t misses
+        uint64_t writes
+        uint64_t conflicts
+
+    ctypedef struct fdn_removed:
+        void *ns
+        void *name
+        void *value
+        void *meta
+        void *owner
+        void *ns_key
+        void *own_key
+        uint64_t seq
+
+    enum:
+        FDN_MISS
+        FDN_HIT
+        FDN_CANDIDATE
+        FDN_CREATED_NS
+        FDN_CREATED_OWN
+
+    bint FDN_REC_OWNED(fdn_rec *r)
+    void *FDN_REC_OWNER(fdn_rec *r)
+
+    uint64_t fdn_mix2(uint64_t a, uint64_t b) noexcept
+    uint64_t fdn_mix1(uint64_t a) noexcept
+    size_t fdn_shard_of(uint64_t h, size_t n) noexcept
+    int fdn_probe(const fdn_table *t, uint64_t h, const void *a, const void *b,
+                  size_t *pos) noexcept
+
+    int fdn_table_reserve(fdn_table *t, size_t extra) noexcept
+    int fdn_shard_init(fdn_shard *s) noexcept
+    void fdn_shard_free(fdn_shard *s) noexcept
+    int fdn_shard_insert(fdn_shard *s, uint64_t h, void *ns, void *name,
+                         void *value, void *meta, uint64_t ns_hash, fdn_list *nsl,
+                         void *owner, uint64_t own_hash, fdn_list *ownl,
+                         uint64_t seq, int *created) noexcept
+    void fdn_shard_remove_at(fdn_shard *s, size_t i, fdn_removed *out) noexcept
+    void *fdn_shard_set_meta(fdn_shard *s, size_t i, void *meta) noexcept
+    uint64_t fdn_next_seq(uint64_t *counter) noexcept
+
+
+cdef extern from "Python.h":
+    # the GC slots, declared without Cython's exception clauses
+    ctypedef int (*fdn_visitproc "visitproc")(PyObject *, void *) noexcept
+    ctypedef int (*fdn_traverseproc "traverseproc")(PyObject *, fdn_visitproc, void *) noexcept
+    ctypedef int (*fdn_inquiry "inquiry")(PyObject *) noexcept
+    ctypedef struct fdn_type "PyTypeObject":
+        fdn_traverseproc tp_traverse
+        fdn_inquiry tp_clear
+
+
+cdef extern from "fdn_python.h":
+    bint FDN_FREETHREADED
+    int fdn_traverse_shards(fdn_shard *sh, size_t n, fdn_visitproc visit, void *arg) noexcept
+    void fdn_use_python_allocator() noexcept
+    void fdn_inject_alloc_failure(Py_ssize_t after) noexcept
+    # -1 with an exception set on failure (these may run Python code)
+    Py_hash_t fdn_hash(PyObject *o) noexcept
+    int fdn_eq(PyObject *stored, PyObject *key) noexcept
+    int fdn_pair_eq(PyObject *sa, PyObject *sb, PyObject *a, PyObject *b) noexcept
+    PyObject *fdn_fetch_exception() noexcept
+    object fdn_make_record5(PyTypeObject *t, object a, object b, object c,
+                            object d, object e)
+    object fdn_make_record2(PyTypeObject *t, object a, object b)
+    # raw reference counting on PyObject* taken out of the table
+    void fdn_incref "Py_INCREF"(PyObject *o) noexcept
+    void fdn_decref "Py_DECREF"(PyObject *o) noexcept
+    void fdn_xdecref "Py_XDECREF"(PyObject *o) noexcept
+    # steals the reference to o
+    void fdn_list_set_item "PyList_SET_ITEM"(object lst, Py_ssize_t i, PyObject *o) noexcept
