@@ -258,6 +258,11 @@ class Registry:
         partitions: int | None = None,
         indexes: Sequence[str] = (),
     ) -> None:
+        if isinstance(indexes, str):
+            raise errors.ConfigError(
+                f"indexes={indexes!r} is a str; pass a sequence of field names,"
+                f" e.g. indexes=({indexes!r},)"
+            )
         self._indexes = tuple(indexes)
         self._backend = make_backend(backend, partitions=partitions, indexes=self._indexes)
         # Watches and waiters hang off one fan-out that is subscribed to the

@@ -40,6 +40,20 @@ class Registration(NamedTuple):
     metadata: Mapping[Any, Any]
     owner: Hashable | None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A MappingProxyType cannot be pickled; send a plain dict and wrap it
+        # again on the way in, so registrations (and errors carrying them)
+        # pickle and stay read-only.
+        return (_rebuild_registration, (*self[:3], dict(self.metadata), self.owner))
+
+
+def _rebuild_registration(
+    namespace: Any, name: Any, value: Any, metadata: dict[Any, Any], owner: Hashable | None
+) -> Registration:
+    return Registration(
+        namespace, name, value, MappingProxyType(metadata) if metadata else EMPTY_METADATA, owner
+    )
+
 
 class EventKind(enum.StrEnum):
     """What happened to a key; compares equal to its lower-case string."""
