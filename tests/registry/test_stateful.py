@@ -1,0 +1,285 @@
+"""Model-based tests: each local backend against a plain-dict model, and
+native against python on the same random operation sequences.
+
+Synchronous (``*_nowait`` writes), so no Trio run is involved. A small key
+alphabet and few owners make conflicts, updates and owner cleanups frequent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from foundation import errors
+from foundation.registry import NATIVE, Registry
+
+NAMESPACES = st.sampled_from(["ns1", ("ns", 2), 3])
+NAMES = st.sampled_from(["a", "b", 1, ("t", 1)])
+GROUPS = st.sampled_from(["g", "h"])
+VALUES = st.sampled_from([0, 1, "x", ("v", 1)])
+OWNERS = st.sampled_from([None, None, "o1", "o2", ("o", 3)])
+METADATA = st.one_of(
+    st.none(),
+    st.dictionaries(st.sampled_from(["role", "load"]), st.integers(0, 3), max_size=2),
+)
+
+SETTINGS = settings(
+    max_examples=60,
+    stateful_step_count=40,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+needs_native = pytest.mark.skipif(not NATIVE, reason="native backend not built or disabled")
+
+
+class Model:
+    """What a registry must answer: unique names and ordered groups."""
+
+    def __init__(self) -> None:
+        # (ns, name) -> (value, metadata, owner)
+        self.names: dict[tuple[Any, Any], tuple[Any, dict[Any, Any], Any]] = {}
+        # (ns, group) -> [[value, metadata, owner], ...] in join order
+        self.groups: dict[tuple[Any, Any], list[list[Any]]] = {}
+
+    def register(self, ns: Any, name: Any, value: Any, md: Any, owner: Any) -> str:
+        key = (ns, name)
+        if key in self.names:
+            old_value, _, old_owner = self.names[key]
+            if old_value == value and old_owner == owner and (old_owner is None) == (owner is None):
+                self.names[key] = (old_value, dict(md or {}), old_owner)
+                return "updated"
+            return "conflict"
+        self.names[key] = (value, dict(md or {}), owner)
+        return "registered"
+
+    def unregister(self, ns: Any, name: Any) -> bool:
+        return self.names.pop((ns, name), None) is not None
+
+    def update_metadata(self, ns: Any, name: Any, md: Any) -> bool:
+        key = (ns, name)
+        if key not in self.names:
+            return False
+        value, _, owner = self.names[key]
+        self.names[key] = (value, dict(md or {}), owner)
+        return True
+
+    def unregister_owner(self, owner: Any) -> int:
+        gone = [k for k, (_, _, o) in self.names.items() if o == owner and o is not None]
+        for k in gone:
+            del self.names[k]
+        removed = len(gone)
+        for members in self.groups.values():
+            keep = [m for m in members if not (m[2] == owner and m[2] is not None)]
+            removed += len(members) - len(keep)
+            members[:] = keep
+        return removed
+
+    def join(self, ns: Any, group: Any, value: Any, md: Any, owner: Any) -> None:
+        members = self.groups.setdefault((ns, group), [])
+        for m in members:
+            if m[0] == value:
+                m[1] = dict(md or {})
+                m[2] = owner
+                return
+        members.append([value, dict(md or {}), owner])
+
+    def leave(self, ns: Any, group: Any, value: Any) -> bool:
+        members = self.groups.get((ns, group), [])
+        for i, m in enumerate(members):
+            if m[0] == value:
+                del members[i]
+                return True
+        return False
+
+
+def check_against_model(registry: Registry, model: Model) -> None:
+    for (ns, name), (value, md, owner) in model.names.items():
+        assert registry.lookup(ns, name) == value
+        reg = registry.lookup_with_metadata(ns, name)
+        assert (reg.namespace, reg.name, reg.value, dict(reg.metadata), reg.owner) == (
+            ns,
+            name,
+            value,
+            md,
+            owner,
+        )
+        assert (ns, name) in registry
+    assert registry.count() == len(model.names) == len(registry)
+    regs = registry.registrations()
+    assert len(regs) == len(model.names)
+    for ns in ["ns1", ("ns", 2), 3]:
+        expected = sorted(repr(n) for (s, n) in model.names if s == ns)
+        assert sorted(map(repr, registry.names(ns))) == expected
+        assert registry.count(ns) == len(expected)
+        for name in ["a", "b", 1, ("t", 1)]:
+            if (ns, name) not in model.names:
+                assert registry.get(ns, name, "absent") == "absent"
+                assert (ns, name) not in registry
+        for group in ["g", "h"]:
+            want = [(m[0], m[1], m[2]) for m in model.groups.get((ns, group), [])]
+            got = [(m.value, dict(m.metadata), m.owner) for m in registry.members(ns, group)]
+            assert got == want
+            assert registry.member_count(ns, group) == len(want)
+
+
+class RegistryMachine(RuleBasedStateMachine):
+    backend = "python"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.registry = Registry(backend=self.backend, partitions=4)
+        self.model = Model()
+
+    def teardown(self) -> None:
+        self.registry.close()
+
+    @rule(ns=NAMESPACES, name=NAMES, value=VALUES, md=METADATA, owner=OWNERS)
+    def register(self, ns: Any, name: Any, value: Any, md: Any, owner: Any) -> None:
+        expected = self.model.register(ns, name, value, md, owner)
+        if expected == "conflict":
+            with pytest.raises(errors.AlreadyRegistered) as info:
+                self.registry.register_nowait(ns, name, value, md, owner=owner)
+            assert info.value.key == (ns, name)
+        else:
+            reg = self.registry.register_nowait(ns, name, value, md, owner=owner)
+            assert dict(reg.metadata) == dict(md or {})
+
+    @precondition(lambda self: self.model.names)
+    @rule(data=st.data(), value=VALUES, md=METADATA)
+    def reregister_existing(self, data: st.DataObject, value: Any, md: Any) -> None:
+        # re-register an existing key with its own value and owner: an update
+        key = data.draw(st.sampled_from(sorted(self.model.names, key=repr)))
+        old_value, _, owner = self.model.names[key]
+        assert self.model.register(*key, old_value, md, owner) == "updated"
+        reg = self.registry.register_nowait(*key, old_value, md, owner=owner)
+        assert dict(reg.metadata) == dict(md or {})
+
+    @rule(ns=NAMESPACES, name=NAMES)
+    def unregister(self, ns: Any, name: Any) -> None:
+        assert self.registry.unregister_nowait(ns, name) is self.model.unregister(ns, name)
+
+    @rule(ns=NAMESPACES, name=NAMES, md=METADATA)
+    def update_metadata(self, ns: Any, name: Any, md: Any) -> None:
+        if self.model.update_metadata(ns, name, md):
+            reg = self.registry.update_metadata_nowait(ns, name, md)
+            assert dict(reg.metadata) == dict(md or {})
+        else:
+            with pytest.raises(errors.NotRegistered):
+                self.registry.update_metadata_nowait(ns, name, md)
+
+    @rule(owner=st.sampled_from(["o1", "o2", ("o", 3), "nobody"]))
+    def unregister_owner(self, owner: Any) -> None:
+        assert self.registry.unregister_owner_nowait(owner) == self.model.unregister_owner(owner)
+
+    @rule(ns=NAMESPACES, group=GROUPS, value=VALUES, md=METADATA, owner=OWNERS)
+    def join(self, ns: Any, group: Any, value: Any, md: Any, owner: Any) -> None:
+        self.model.join(ns, group, value, md, owner)
+        reg = self.registry.join_nowait(ns, group, value, md, owner=owner)
+        assert (reg.value, dict(reg.metadata), reg.owner) == (value, dict(md or {}), owner)
+
+    @rule(ns=NAMESPACES, group=GROUPS, value=VALUES)
+    def leave(self, ns: Any, group: Any, value: Any) -> None:
+        assert self.registry.leave_nowait(ns, group, value) is self.model.leave(ns, group, value)
+
+    @invariant()
+    def agrees_with_model(self) -> None:
+        check_against_model(self.registry, self.model)
+
+
+class PythonMachine(RegistryMachine):
+    backend = "python"
+
+
+class NativeMachine(RegistryMachine):
+    backend = "native"
+
+
+TestPythonStateful = PythonMachine.TestCase
+TestPythonStateful.settings = SETTINGS
+
+TestNativeStateful = pytest.mark.native(needs_native(NativeMachine.TestCase))
+TestNativeStateful.settings = SETTINGS
+
+
+# -- differential: native vs python ------------------------------------------------
+
+OPS = st.one_of(
+    st.tuples(st.just("register"), NAMESPACES, NAMES, VALUES, METADATA, OWNERS),
+    st.tuples(st.just("unregister"), NAMESPACES, NAMES),
+    st.tuples(st.just("update_metadata"), NAMESPACES, NAMES, METADATA),
+    st.tuples(st.just("unregister_owner"), st.sampled_from(["o1", "o2", ("o", 3), "x"])),
+    st.tuples(st.just("join"), NAMESPACES, GROUPS, VALUES, METADATA, OWNERS),
+    st.tuples(st.just("leave"), NAMESPACES, GROUPS, VALUES),
+)
+
+
+def apply(registry: Registry, op: tuple[Any, ...]) -> Any:
+    kind, *args = op
+    try:
+        if kind == "register":
+            ns, name, value, md, owner = args
+            r = registry.register_nowait(ns, name, value, md, owner=owner)
+            return ("ok", r.value, dict(r.metadata), r.owner)
+        if kind == "join":
+            ns, group, value, md, owner = args
+            r = registry.join_nowait(ns, group, value, md, owner=owner)
+            return ("ok", r.value, dict(r.metadata), r.owner)
+        if kind == "update_metadata":
+            ns, name, md = args
+            r = registry.update_metadata_nowait(ns, name, md)
+            return ("ok", r.value, dict(r.metadata), r.owner)
+        if kind == "unregister":
+            return registry.unregister_nowait(*args)
+        if kind == "unregister_owner":
+            return registry.unregister_owner_nowait(*args)
+        return registry.leave_nowait(*args)
+    except errors.RegistryError as exc:
+        return (type(exc).__name__, getattr(exc, "key", None))
+
+
+def all_reads(registry: Registry) -> Any:
+    out: dict[str, Any] = {
+        "count": registry.count(),
+        "len": len(registry),
+        "registrations": sorted(
+            (repr((r.namespace, r.name)), repr(r.value), repr(dict(r.metadata)), repr(r.owner))
+            for r in registry.registrations()
+        ),
+        "stats": (registry.stats().registrations, registry.stats().memberships),
+    }
+    for ns in ["ns1", ("ns", 2), 3]:
+        out[f"names {ns!r}"] = sorted(map(repr, registry.names(ns)))
+        out[f"count {ns!r}"] = registry.count(ns)
+        out[f"select {ns!r}"] = sorted(
+            repr(r.name) for r in registry.select(ns, where={"role": ("lt", 2)})
+        )
+        for name in ["a", "b", 1, ("t", 1)]:
+            out[f"get {ns!r} {name!r}"] = repr(registry.get(ns, name, "<absent>"))
+        for group in ["g", "h"]:
+            out[f"members {ns!r} {group}"] = [
+                (repr(m.value), repr(dict(m.metadata)), repr(m.owner))
+                for m in registry.members(ns, group)
+            ]
+    return out
+
+
+@pytest.mark.native
+@needs_native
+@settings(max_examples=150, deadline=None, database=None)
+@given(ops=st.lists(OPS, max_size=60))
+def test_native_and_python_agree(ops: list[tuple[Any, ...]]) -> None:
+    native = Registry(backend="native", partitions=4, indexes=("role",))
+    python = Registry(backend="python", partitions=3)
+    try:
+        for op in ops:
+            assert apply(native, op) == apply(python, op), op
+        assert all_reads(native) == all_reads(python)
+    finally:
+        native.close()
+        python.close()
