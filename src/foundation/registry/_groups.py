@@ -52,9 +52,12 @@ class _Group:
         scan_all = False
         try:
             hash(value)
+            hashable = True
         except Exception:
-            pass
-        else:
+            # Unhashable (or a raising __hash__): such members live in
+            # ``loose`` only, scanned below.
+            hashable = False
+        if hashable:
             try:
                 seq = self.by_value.get(value)
             except Exception:
