@@ -66,7 +66,7 @@ def make_backend(
             )
         from ._native import NativeBackend
 
-        return NativeBackend(partitions, indexes)  # type: ignore[no-any-return]
+        return NativeBackend(partitions, indexes)
     if name == "python":
         from ._python import PythonBackend
 
