@@ -167,7 +167,12 @@ def test_growth_and_shrink() -> None:
             check_consistent(b, model)
     check_consistent(b, model)
     info = b._shard_info()
-    assert sum(s["main"][0] for s in info) <= 64  # shrunk back
+    # Shrunk back: the core shrinks a table once it is under 1/8 full (down
+    # to the 8-slot minimum), so each shard now obeys that bound. How the 10
+    # survivors split across shards depends on the (randomised) str hashes.
+    for shard in info:
+        capacity, used = shard["main"]
+        assert capacity <= 8 or used * 8 >= capacity, shard
     assert sum(s["ns"][1] for s in info) <= 10
     for ns, name in keys[19_990:]:
         assert b.unregister(ns, name)
