@@ -73,6 +73,9 @@ cdef object _UNREGISTERED = EventKind.UNREGISTERED
 
 # ---------------------------------------------------------------- helpers
 
+# what NativeBackend._value returns on a miss
+cdef object _MISSING = object()
+
 cdef int _raise_key(object ns, object name) except -1:
     """Raise the pending hash/``__eq__`` error of key (ns, name) as InvalidKey."""
     cdef PyObject *p = fdn_fetch_exception()
@@ -83,6 +86,21 @@ cdef int _raise_key(object ns, object name) except -1:
     if not isinstance(exc, Exception):
         raise exc  # KeyboardInterrupt, trio.Cancelled: never wrapped
     raise invalid_key(ns, name, exc) from exc
+
+
+cdef inline int _key_hash(object ns, object name, uint64_t *out) except -1:
+    """The combined hash of key (ns, name), built from the two objects'
+    own (cached, for str) hashes: no key tuple is ever made. A failing
+    __hash__ is raised as InvalidKey."""
+    cdef Py_hash_t h1 = fdn_hash(<PyObject *>ns)
+    cdef Py_hash_t h2
+    if h1 == -1:
+        _raise_key(ns, name)
+    h2 = fdn_hash(<PyObject *>name)
+    if h2 == -1:
+        _raise_key(ns, name)
+    out[0] = fdn_mix2(<uint64_t>h1, <uint64_t>h2)
+    return 0
 
 
 cdef int _raise_owner(object owner) except -1:
@@ -389,6 +407,41 @@ cdef class NativeBackend:
 
     # ------------------------------------------------------------ reads
 
+    cdef inline object _value(self, object ns, object name):
+        """The value under (ns, name), or _MISSING; counts the hit or miss.
+
+        The one read path of lookup() and get(); inlined into both (the class
+        is final), so neither pays a call for sharing it.
+        """
+        cdef uint64_t h
+        cdef size_t idx, pos
+        cdef fdn_shard *s
+        cdef int r
+        _key_hash(ns, name, &h)
+        s = self._shard(h, &idx)
+        if not FDN_FREETHREADED:
+            # the hot path: under the GIL a probe that calls no Python code
+            # is atomic, so it needs no lock (not even the no-op one)
+            pos = <size_t>h & s.main.mask
+            if fdn_probe(&s.main, h, <PyObject *>ns, <PyObject *>name, &pos) == FDN_HIT:
+                s.hits += 1
+                return <object>s.main.slots[pos].value
+        with cython.critical_section(<object>self._locks[idx]):
+            pos = <size_t>h & s.main.mask
+            r = fdn_probe(&s.main, h, <PyObject *>ns, <PyObject *>name, &pos)
+            if r == FDN_HIT:
+                s.hits += 1
+                return <object>s.main.slots[pos].value
+            if r == FDN_CANDIDATE:
+                r = self._find(s, h, ns, name, &pos)
+                if r == 1:
+                    s.hits += 1
+                    return <object>s.main.slots[pos].value
+                if r < 0:
+                    _raise_key(ns, name)
+            s.misses += 1
+        return _MISSING
+
     def lookup(self, ns, name):
         """Return the value registered under ``(ns, name)``.
 
@@ -396,41 +449,10 @@ cdef class NativeBackend:
             NotRegistered: nothing is registered there.
             InvalidKey: the key cannot be hashed or compared.
         """
-        cdef Py_hash_t h1 = fdn_hash(<PyObject *>ns)
-        cdef Py_hash_t h2
-        cdef uint64_t h
-        cdef size_t idx, pos
-        cdef fdn_shard *s
-        cdef int r
-        if h1 == -1:
-            _raise_key(ns, name)
-        h2 = fdn_hash(<PyObject *>name)
-        if h2 == -1:
-            _raise_key(ns, name)
-        h = fdn_mix2(<uint64_t>h1, <uint64_t>h2)
-        s = self._shard(h, &idx)
-        if not FDN_FREETHREADED:
-            # the hot path: under the GIL a probe that calls no Python code
-            # is atomic, so it needs no lock (not even the no-op one)
-            pos = <size_t>h & s.main.mask
-            if fdn_probe(&s.main, h, <PyObject *>ns, <PyObject *>name, &pos) == FDN_HIT:
-                s.hits += 1
-                return <object>s.main.slots[pos].value
-        with cython.critical_section(<object>self._locks[idx]):
-            pos = <size_t>h & s.main.mask
-            r = fdn_probe(&s.main, h, <PyObject *>ns, <PyObject *>name, &pos)
-            if r == FDN_HIT:
-                s.hits += 1
-                return <object>s.main.slots[pos].value
-            if r == FDN_CANDIDATE:
-                r = self._find(s, h, ns, name, &pos)
-                if r == 1:
-                    s.hits += 1
-                    return <object>s.main.slots[pos].value
-                if r < 0:
-                    _raise_key(ns, name)
-            s.misses += 1
-        raise NotRegistered((ns, name))
+        cdef object v = self._value(ns, name)
+        if v is _MISSING:
+            raise NotRegistered((ns, name))
+        return v
 
     def get(self, ns, name, default=None):
         """Return the value under ``(ns, name)``, or ``default``.
@@ -438,56 +460,16 @@ cdef class NativeBackend:
         Raises:
             InvalidKey: the key cannot be hashed or compared.
         """
-        cdef Py_hash_t h1 = fdn_hash(<PyObject *>ns)
-        cdef Py_hash_t h2
-        cdef uint64_t h
-        cdef size_t idx, pos
-        cdef fdn_shard *s
-        cdef int r
-        if h1 == -1:
-            _raise_key(ns, name)
-        h2 = fdn_hash(<PyObject *>name)
-        if h2 == -1:
-            _raise_key(ns, name)
-        h = fdn_mix2(<uint64_t>h1, <uint64_t>h2)
-        s = self._shard(h, &idx)
-        if not FDN_FREETHREADED:
-            # the hot path: under the GIL a probe that calls no Python code
-            # is atomic, so it needs no lock (not even the no-op one)
-            pos = <size_t>h & s.main.mask
-            if fdn_probe(&s.main, h, <PyObject *>ns, <PyObject *>name, &pos) == FDN_HIT:
-                s.hits += 1
-                return <object>s.main.slots[pos].value
-        with cython.critical_section(<object>self._locks[idx]):
-            pos = <size_t>h & s.main.mask
-            r = fdn_probe(&s.main, h, <PyObject *>ns, <PyObject *>name, &pos)
-            if r == FDN_HIT:
-                s.hits += 1
-                return <object>s.main.slots[pos].value
-            if r == FDN_CANDIDATE:
-                r = self._find(s, h, ns, name, &pos)
-                if r == 1:
-                    s.hits += 1
-                    return <object>s.main.slots[pos].value
-                if r < 0:
-                    _raise_key(ns, name)
-            s.misses += 1
-        return default
+        cdef object v = self._value(ns, name)
+        return default if v is _MISSING else v
 
     def contains(self, ns, name):
         """True if ``(ns, name)`` is registered (a unique name, not a group)."""
-        cdef Py_hash_t h1 = fdn_hash(<PyObject *>ns)
-        cdef Py_hash_t h2
         cdef uint64_t h
         cdef size_t idx, pos
         cdef fdn_shard *s
         cdef int r
-        if h1 == -1:
-            _raise_key(ns, name)
-        h2 = fdn_hash(<PyObject *>name)
-        if h2 == -1:
-            _raise_key(ns, name)
-        h = fdn_mix2(<uint64_t>h1, <uint64_t>h2)
+        _key_hash(ns, name, &h)
         s = self._shard(h, &idx)
         with cython.critical_section(<object>self._locks[idx]):
             r = self._find(s, h, ns, name, &pos)
@@ -497,20 +479,13 @@ cdef class NativeBackend:
 
     cdef object _registration(self, object ns, object name, bint missing_raises):
         """The live Registration of (ns, name); None (or NotRegistered) if absent."""
-        cdef Py_hash_t h1 = fdn_hash(<PyObject *>ns)
-        cdef Py_hash_t h2
         cdef uint64_t h
         cdef size_t idx, pos
         cdef fdn_shard *s
         cdef fdn_slot *e
         cdef fdn_rec *rec
         cdef int r
-        if h1 == -1:
-            _raise_key(ns, name)
-        h2 = fdn_hash(<PyObject *>name)
-        if h2 == -1:
-            _raise_key(ns, name)
-        h = fdn_mix2(<uint64_t>h1, <uint64_t>h2)
+        _key_hash(ns, name, &h)
         s = self._shard(h, &idx)
         with cython.critical_section(<object>self._locks[idx]):
             r = self._find(s, h, ns, name, &pos)
@@ -860,19 +835,14 @@ cdef class NativeBackend:
         Raises:
             InvalidKey: the key cannot be hashed or compared (only then).
         """
-        cdef Py_hash_t h1 = fdn_hash(<PyObject *>ns)
-        cdef Py_hash_t h2
-        if h1 == -1:
-            _raise_key(ns, name)
-        h2 = fdn_hash(<PyObject *>name)
-        if h2 == -1:
-            _raise_key(ns, name)
+        cdef uint64_t h
+        _key_hash(ns, name, &h)
         if self._closed:
             return False
         if self._index is None:
-            return self._unregister(ns, name, fdn_mix2(<uint64_t>h1, <uint64_t>h2))
+            return self._unregister(ns, name, h)
         with self._index_lock:
-            return self._unregister(ns, name, fdn_mix2(<uint64_t>h1, <uint64_t>h2))
+            return self._unregister(ns, name, h)
 
     cdef object _unregister(self, object ns, object name, uint64_t h):
         cdef size_t idx, pos
