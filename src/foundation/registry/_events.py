@@ -31,20 +31,22 @@ class Listeners:
     notified, from any thread, and no write path ever waits on this lock.
     """
 
-    __slots__ = ("_lock", "_subs")
+    __slots__ = ("_lock", "subscriptions")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         # (token, listener) pairs: a token per subscription lets the same
-        # callable be subscribed twice and unsubscribed once.
-        self._subs: tuple[tuple[object, _Listener], ...] = ()
+        # callable be subscribed twice and unsubscribed once. Public for
+        # reading: ``if listeners.subscriptions:`` is the writers' cheap "is
+        # anyone listening" test (``bool(listeners)`` costs a Python call).
+        self.subscriptions: tuple[tuple[object, _Listener], ...] = ()
 
     def __bool__(self) -> bool:
         """True when anyone listens; writers skip building events otherwise."""
-        return bool(self._subs)
+        return bool(self.subscriptions)
 
     def __len__(self) -> int:
-        return len(self._subs)
+        return len(self.subscriptions)
 
     def add(self, listener: _Listener) -> Callable[[], None]:
         """Subscribe ``listener``; it is called with each :class:`RegistryEvent`.
@@ -63,18 +65,18 @@ class Listeners:
             raise TypeError(f"listener must be callable, not {type(listener).__name__}")
         token = object()
         with self._lock:
-            self._subs = (*self._subs, (token, listener))
+            self.subscriptions = (*self.subscriptions, (token, listener))
 
         def unsubscribe() -> None:
             with self._lock:
-                self._subs = tuple(sub for sub in self._subs if sub[0] is not token)
+                self.subscriptions = tuple(sub for sub in self.subscriptions if sub[0] is not token)
 
         return unsubscribe
 
     def clear(self) -> None:
         """Drop every subscription."""
         with self._lock:
-            self._subs = ()
+            self.subscriptions = ()
 
     def notify(self, event: RegistryEvent) -> None:
         """Call every listener with ``event``, in subscription order.
@@ -84,7 +86,7 @@ class Listeners:
         ``BaseException`` (``KeyboardInterrupt``, ``trio.Cancelled``) is not
         an ``Exception`` and propagates.
         """
-        for _token, listener in self._subs:
+        for _token, listener in self.subscriptions:
             try:
                 listener(event)
             except Exception:
