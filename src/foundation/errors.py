@@ -16,6 +16,23 @@ catches ``LookupError`` or ``TypeError`` keeps working::
     │   ├── BackendIsAsync             (+ trio.WouldBlock)
     │   ├── BackendUnavailable         (+ ImportError)
     │   └── WatchOverflow
+    ├── SupervisionError
+    │   ├── RestartIntensityExceeded
+    │   ├── ShutdownTimeout
+    │   ├── TaskTimeout                (+ TimeoutError)
+    │   ├── ChildNotFound              (+ LookupError)
+    │   └── ChildAlreadyExists         (+ ValueError)
+    ├── CoordinationError
+    │   ├── LockTimeout                (+ TimeoutError)
+    │   ├── LockNotHeld                (+ RuntimeError)
+    │   ├── LockLost
+    │   ├── LeadershipLost
+    │   ├── BarrierTimeout             (+ TimeoutError)
+    │   ├── BarrierAborted
+    │   ├── ConsensusTimeout           (+ TimeoutError)
+    │   ├── DuplicateVote              (+ ValueError)
+    │   ├── UnknownParticipant         (+ LookupError)
+    │   └── NodeUnreachable            (+ ConnectionError)
     └── ConfigError                    (+ ValueError)
 
 Errors carry their data as attributes (``err.key``, ``err.holder``) and pass
@@ -32,15 +49,32 @@ __all__ = [
     "AlreadyRegistered",
     "BackendIsAsync",
     "BackendUnavailable",
+    "BarrierAborted",
+    "BarrierTimeout",
+    "ChildAlreadyExists",
+    "ChildNotFound",
     "ConfigError",
+    "ConsensusTimeout",
+    "CoordinationError",
+    "DuplicateVote",
     "FoundationError",
     "InvalidKey",
     "InvalidMetadata",
     "InvalidQuery",
     "InvalidValue",
+    "LeadershipLost",
+    "LockLost",
+    "LockNotHeld",
+    "LockTimeout",
+    "NodeUnreachable",
     "NotRegistered",
     "RegistryClosed",
     "RegistryError",
+    "RestartIntensityExceeded",
+    "ShutdownTimeout",
+    "SupervisionError",
+    "TaskTimeout",
+    "UnknownParticipant",
     "WatchOverflow",
 ]
 
@@ -224,4 +258,377 @@ class WatchOverflow(RegistryError):
         return (
             f"watch fell more than {self.max_buffer} events behind and events were"
             " dropped; re-sync with watch(initial=True) or a larger max_buffer"
+        )
+
+
+class SupervisionError(FoundationError):
+    """Root of the errors of :mod:`foundation.supervision`."""
+
+
+class RestartIntensityExceeded(SupervisionError):
+    """A supervisor restarted its children more than ``max_restarts`` times in
+    ``max_seconds``; it stopped them all (reverse start order) and gave up.
+
+    Raised out of ``open_supervisor``/``open_dynamic_supervisor`` to the parent
+    (a parent supervisor sees it as the crash of its child supervisor). The
+    child's last error is the ``__cause__``.
+    """
+
+    #: The id of the child whose exit went over the limit.
+    child_id: Any
+    #: Restarts counted in the window, this one included.
+    restarts: int
+    #: The window, in seconds (``max_seconds``).
+    window: float
+    #: The supervisor's name.
+    supervisor: str | None
+
+    def __init__(
+        self, child_id: Any, restarts: int, window: float, supervisor: str | None = None
+    ) -> None:
+        super().__init__(child_id, restarts, window, supervisor)
+        self.child_id = child_id
+        self.restarts = restarts
+        self.window = window
+        self.supervisor = supervisor
+
+    def __str__(self) -> str:
+        who = f"supervisor {self.supervisor!r}" if self.supervisor else "the supervisor"
+        return (
+            f"{who} gave up after child {self.child_id!r} made {self.restarts} restarts"
+            f" within {self.window:g} s; fix the crash (see __cause__), or raise"
+            " max_restarts/max_seconds or add a backoff"
+        )
+
+
+class ShutdownTimeout(SupervisionError):
+    """A child was still running ``shutdown`` seconds after it was cancelled.
+
+    Not raised: the supervisor records it as the child's ``last_error``, logs
+    it and emits ``foundation.supervisor.child.shutdown_timeout``, then keeps
+    waiting, since Trio cannot abandon a task (the child shields itself).
+    """
+
+    #: The id of the slow child.
+    child_id: Any
+    #: Its ``ChildSpec.shutdown``, in seconds.
+    timeout: float
+
+    def __init__(self, child_id: Any, timeout: float) -> None:
+        super().__init__(child_id, timeout)
+        self.child_id = child_id
+        self.timeout = timeout
+
+    def __str__(self) -> str:
+        return (
+            f"child {self.child_id!r} did not stop within {self.timeout:g} s of being"
+            " cancelled; do not shield long work from cancellation, or raise its shutdown"
+        )
+
+
+class TaskTimeout(SupervisionError, TimeoutError):
+    """``TaskSupervisor.run(..., timeout=t)``: the task did not finish in time.
+
+    The task was cancelled before this was raised.
+    """
+
+    #: The task's name.
+    name: str
+    #: The timeout, in seconds.
+    timeout: float
+
+    def __init__(self, name: str, timeout: float) -> None:
+        super().__init__(name, timeout)
+        self.name = name
+        self.timeout = timeout
+
+    def __str__(self) -> str:
+        return (
+            f"task {self.name!r} did not finish within {self.timeout:g} s and was"
+            " cancelled; raise the timeout or make the task faster"
+        )
+
+
+class ChildNotFound(SupervisionError, LookupError):
+    """No child with this id (``terminate_child``, ``restart_child``, ``delete_child``)."""
+
+    #: The id that was not found.
+    child_id: Any
+
+    def __init__(self, child_id: Any) -> None:
+        super().__init__(child_id)
+        self.child_id = child_id
+
+    def __str__(self) -> str:
+        return (
+            f"no child {self.child_id!r} in this supervisor; see which_children()"
+            " for the ids, or start_child() it first"
+        )
+
+
+class ChildAlreadyExists(SupervisionError, ValueError):
+    """``start_child`` with an id the supervisor already has."""
+
+    #: The id that is taken.
+    child_id: Any
+
+    def __init__(self, child_id: Any) -> None:
+        super().__init__(child_id)
+        self.child_id = child_id
+
+    def __str__(self) -> str:
+        return (
+            f"the supervisor already has a child {self.child_id!r}; use"
+            " restart_child(), or delete_child() it first, or pick another id"
+        )
+
+
+class CoordinationError(FoundationError):
+    """Root of the errors of :mod:`foundation.coordination`."""
+
+
+class LockTimeout(CoordinationError, TimeoutError):
+    """``coord.lock(name, timeout=t)`` was not granted within ``t`` seconds.
+
+    Raised by entering the ``async with``; the waiter has left the queue, so
+    nothing is held and no later holder is delayed by it.
+    """
+
+    #: The lock's name.
+    name: str
+    #: The timeout, in seconds.
+    timeout: float
+
+    def __init__(self, name: str, timeout: float) -> None:
+        super().__init__(name, timeout)
+        self.name = name
+        self.timeout = timeout
+
+    def __str__(self) -> str:
+        return (
+            f"lock {self.name!r} was not acquired within {self.timeout:g} s; see"
+            " coord.lock_status() for the holder, or raise the timeout"
+        )
+
+
+class LockNotHeld(CoordinationError, RuntimeError):
+    """A lock was released by someone who does not hold it.
+
+    Raised by ``held.release()`` called from another task than the one that
+    acquired the lock, or after the lock was already released. Unlike
+    :class:`LockLost`, the lock is untouched: the real holder still has it.
+    """
+
+    #: The lock's name.
+    name: str
+    #: Why the release was refused.
+    reason: str
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(name, reason)
+        self.name = name
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return (
+            f"cannot release lock {self.name!r}: {self.reason}; only the task that"
+            " acquired a lock releases it (leave its 'async with' block)"
+        )
+
+
+class LockLost(CoordinationError):
+    """The lock was taken away while held (on etcd: its lease expired).
+
+    Raised out of the holder's ``async with coord.lock(...)`` block, which was
+    cancelled. Whatever the block did after ``since`` may overlap with the next
+    holder: use the fencing token to reject stale writes.
+    """
+
+    #: The lock's name.
+    name: str
+    #: The fencing token the holder had.
+    token: int
+
+    def __init__(self, name: str, token: int) -> None:
+        super().__init__(name, token)
+        self.name = name
+        self.token = token
+
+    def __str__(self) -> str:
+        return (
+            f"lock {self.name!r} (fencing token {self.token}) was lost while held and"
+            " the block was cancelled; reacquire it, and reject writes with older tokens"
+        )
+
+
+class LeadershipLost(CoordinationError):
+    """Leadership ended while the ``async with election.campaign(...)`` block ran.
+
+    Raised out of the leader's block, which was cancelled, when another task
+    called ``election.resign()`` (or, on etcd, the lease expired).
+    """
+
+    #: The election group.
+    group: str
+    #: The candidate that was leader.
+    candidate: str
+    #: The term it lost.
+    term: int
+
+    def __init__(self, group: str, candidate: str, term: int) -> None:
+        super().__init__(group, candidate, term)
+        self.group = group
+        self.candidate = candidate
+        self.term = term
+
+    def __str__(self) -> str:
+        return (
+            f"candidate {self.candidate!r} lost leadership of {self.group!r} (term"
+            f" {self.term}) and its block was cancelled; campaign again to lead"
+        )
+
+
+class BarrierTimeout(CoordinationError, TimeoutError):
+    """``barrier.wait(timeout=t)`` timed out before all ``parties`` arrived.
+
+    The timed-out arrival was withdrawn; the others keep waiting.
+    """
+
+    #: Arrivals of that round when it timed out, the timed-out one included.
+    reached: int
+    #: Arrivals needed to release the round.
+    parties: int
+
+    def __init__(self, reached: int, parties: int) -> None:
+        super().__init__(reached, parties)
+        self.reached = reached
+        self.parties = parties
+
+    def __str__(self) -> str:
+        return (
+            f"barrier timed out with {self.reached} of {self.parties} parties arrived;"
+            " check that every party calls wait(), or raise the timeout"
+        )
+
+
+class BarrierAborted(CoordinationError):
+    """The round was aborted (``barrier.abort()``) while this party waited.
+
+    Raised out of ``barrier.wait()`` in every party of the aborted round; the
+    next ``wait()`` starts a fresh round.
+    """
+
+    #: The barrier's name.
+    name: str
+    #: The aborted round (generation number).
+    generation: int
+
+    def __init__(self, name: str, generation: int) -> None:
+        super().__init__(name, generation)
+        self.name = name
+        self.generation = generation
+
+    def __str__(self) -> str:
+        return (
+            f"round {self.generation} of barrier {self.name!r} was aborted; call"
+            " wait() again to join the next round"
+        )
+
+
+class ConsensusTimeout(CoordinationError, TimeoutError):
+    """``coord.consensus(..., timeout=t)`` reached no decision within ``t`` seconds."""
+
+    #: The ballot's id.
+    consensus_id: str
+    #: The timeout, in seconds.
+    timeout: float
+    #: Votes received so far.
+    received: int
+    #: Participants of the ballot.
+    participants: int
+
+    def __init__(self, consensus_id: str, timeout: float, received: int, participants: int) -> None:
+        super().__init__(consensus_id, timeout, received, participants)
+        self.args = (consensus_id, timeout, received, participants)  # OSError keeps 2
+        self.consensus_id = consensus_id
+        self.timeout = timeout
+        self.received = received
+        self.participants = participants
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # TimeoutError is an OSError, whose constructor keeps only the first two
+        # of more than two arguments in ``args``; rebuild from the fields.
+        return (
+            type(self),
+            (self.consensus_id, self.timeout, self.received, self.participants),
+        )
+
+    def __str__(self) -> str:
+        return (
+            f"consensus {self.consensus_id!r} reached no decision within {self.timeout:g} s"
+            f" ({self.received} of {self.participants} votes); make sure every participant"
+            " calls vote(), or lower the quorum or raise the timeout"
+        )
+
+
+class DuplicateVote(CoordinationError, ValueError):
+    """A participant voted twice on the same ballot; the second vote was ignored."""
+
+    #: The ballot's id.
+    consensus_id: str
+    #: The participant that voted again.
+    participant: str
+
+    def __init__(self, consensus_id: str, participant: str) -> None:
+        super().__init__(consensus_id, participant)
+        self.consensus_id = consensus_id
+        self.participant = participant
+
+    def __str__(self) -> str:
+        return (
+            f"{self.participant!r} already voted on consensus {self.consensus_id!r};"
+            " each participant votes once (the first vote stands)"
+        )
+
+
+class UnknownParticipant(CoordinationError, LookupError):
+    """``vote()`` by a name that is not among the ballot's participants."""
+
+    #: The ballot's id.
+    consensus_id: str
+    #: The name that is not a participant.
+    participant: str
+
+    def __init__(self, consensus_id: str, participant: str) -> None:
+        super().__init__(consensus_id, participant)
+        self.consensus_id = consensus_id
+        self.participant = participant
+
+    def __str__(self) -> str:
+        return (
+            f"{self.participant!r} is not a participant of consensus"
+            f" {self.consensus_id!r}; vote with one of the names passed to consensus()"
+        )
+
+
+class NodeUnreachable(CoordinationError, ConnectionError):
+    """The coordination service (an etcd member) could not be reached.
+
+    Not raised by the local coordinator.
+    """
+
+    #: The node (endpoint) that failed.
+    node: str
+    #: What went wrong.
+    reason: Any
+
+    def __init__(self, node: str, reason: Any) -> None:
+        super().__init__(node, reason)
+        self.node = node
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return (
+            f"coordination node {self.node!r} is unreachable ({self.reason}); check the"
+            " endpoint and the network, or list more endpoints"
         )

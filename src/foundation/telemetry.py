@@ -1,0 +1,192 @@
+"""Telemetry events, in the spirit of Elixir's ``:telemetry``.
+
+Library code calls :func:`emit` with a dotted event name, a mapping of
+measurements (numbers) and a mapping of metadata; applications
+:func:`attach` handlers to an event *prefix*::
+
+    from foundation import telemetry
+
+    def on_crash(event, measurements, metadata):
+        print(event, metadata["child_id"], metadata["error"])
+
+    telemetry.attach("my-app-crashes", "foundation.supervisor.child.crash", on_crash)
+
+Event names are dotted strings throughout (``"foundation.task.fail"``). A
+prefix matches whole segments: ``"foundation.supervisor"`` matches
+``"foundation.supervisor.child.start"`` but not ``"foundation.supervisors"``;
+the empty prefix ``""`` matches every event.
+
+Handlers run synchronously, in the emitting task (or thread), in the order
+they were attached. A handler that raises is logged (logger
+``foundation.telemetry``) and detached; the caller of :func:`emit` never sees
+the error. :func:`emit` costs one truth test when nothing is attached.
+
+Events emitted by trio-foundation:
+
+* ``foundation.supervisor.child.{start,exit,crash,restart,shutdown_timeout}``
+* ``foundation.supervisor.escalate``
+* ``foundation.task.{start,fail}``
+
+All functions here are synchronous, never block and never checkpoint; they
+are safe to call from any thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, NamedTuple, TypeAlias
+
+__all__ = [
+    "Handler",
+    "HandlerInfo",
+    "attach",
+    "attached",
+    "detach",
+    "emit",
+    "list_handlers",
+]
+
+logger = logging.getLogger("foundation.telemetry")
+
+#: ``handler(event, measurements, metadata)``; its return value is ignored.
+Handler: TypeAlias = Callable[[str, Mapping[str, float], Mapping[str, Any]], object]
+
+
+class HandlerInfo(NamedTuple):
+    """One attached handler, as :func:`list_handlers` reports it."""
+
+    handler_id: str
+    event_prefix: str
+    handler: Handler
+
+
+# Copy-on-write: writers (attach/detach, under the lock) replace the tuple;
+# emit() reads one reference, so it needs no lock and sees a consistent list.
+_lock = threading.Lock()
+_handlers: tuple[HandlerInfo, ...] = ()
+# event name -> handlers matching it. Replaced (not cleared) on every
+# attach/detach, so an emit() racing a writer fills only the old dict.
+_cache: dict[str, tuple[HandlerInfo, ...]] = {}
+
+
+def _matches(prefix: str, event: str) -> bool:
+    if not prefix:
+        return True
+    return event == prefix or event.startswith(prefix + ".")
+
+
+def _check_name(what: str, name: object) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"telemetry {what} must be a dotted str, got {type(name).__name__}")
+    return name
+
+
+def attach(handler_id: str, event_prefix: str, handler: Handler) -> None:
+    """Call ``handler`` for every event whose name starts with ``event_prefix``.
+
+    Args:
+        handler_id: A unique name for this attachment (used by :func:`detach`).
+        event_prefix: Dotted prefix, matched segment by segment; ``""`` for all.
+        handler: ``handler(event, measurements, metadata)``.
+
+    Raises:
+        ValueError: ``handler_id`` is already attached; detach it first.
+        TypeError: ``event_prefix`` is not a str or ``handler`` is not callable.
+    """
+    global _handlers
+    _check_name("event prefix", event_prefix)
+    if not callable(handler):
+        raise TypeError(f"telemetry handler must be callable, got {handler!r}")
+    with _lock:
+        if any(h.handler_id == handler_id for h in _handlers):
+            raise ValueError(
+                f"telemetry handler {handler_id!r} is already attached;"
+                " detach() it first or pick another id"
+            )
+        _handlers = (*_handlers, HandlerInfo(handler_id, event_prefix, handler))
+        _reset_cache()
+
+
+def detach(handler_id: str) -> bool:
+    """Detach the handler attached as ``handler_id``; False if there was none."""
+    global _handlers
+    with _lock:
+        kept = tuple(h for h in _handlers if h.handler_id != handler_id)
+        if len(kept) == len(_handlers):
+            return False
+        _handlers = kept
+        _reset_cache()
+        return True
+
+
+def list_handlers(event_prefix: str = "") -> list[HandlerInfo]:
+    """The handlers whose prefix is matched by, or matches, ``event_prefix``."""
+    return [
+        h
+        for h in _handlers
+        if _matches(event_prefix, h.event_prefix) or _matches(h.event_prefix, event_prefix)
+    ]
+
+
+@contextmanager
+def attached(handler_id: str, event_prefix: str, handler: Handler) -> Iterator[None]:
+    """:func:`attach` for the duration of a ``with`` block (handy in tests)."""
+    attach(handler_id, event_prefix, handler)
+    try:
+        yield
+    finally:
+        detach(handler_id)
+
+
+def emit(
+    event: str,
+    measurements: Mapping[str, float] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> None:
+    """Call every handler attached to a prefix of ``event``.
+
+    Never raises because of a handler: one that raises is logged with its
+    traceback and detached. Cheap when nothing is attached.
+    """
+    handlers = _handlers
+    if not handlers:
+        return
+    cache = _cache
+    matching = cache.get(event)
+    if matching is None:
+        _check_name("event name", event)
+        matching = tuple(h for h in handlers if _matches(h.event_prefix, event))
+        cache[event] = matching
+    if not matching:
+        return
+    meas: Mapping[str, float] = measurements if measurements is not None else {}
+    meta: Mapping[str, Any] = metadata if metadata is not None else {}
+    for info in matching:
+        try:
+            info.handler(event, meas, meta)
+        except Exception:
+            # A broken handler must never break the code that emits (DESIGN 7);
+            # it is detached so it does not fail (and log) on every event.
+            logger.exception(
+                "telemetry handler %r raised on event %r and was detached",
+                info.handler_id,
+                event,
+            )
+            _detach_exact(info)
+
+
+def _reset_cache() -> None:
+    global _cache
+    _cache = {}
+
+
+def _detach_exact(info: HandlerInfo) -> None:
+    global _handlers
+    with _lock:
+        kept = tuple(h for h in _handlers if h is not info)
+        if len(kept) != len(_handlers):
+            _handlers = kept
+            _reset_cache()
