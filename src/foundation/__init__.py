@@ -8,9 +8,17 @@ errors/config <- registry <- (supervision <- coordination, later issues).
 * :mod:`foundation.errors`   -- every typed error, one tree.
 * :mod:`foundation.registry` -- the process/service registry; native (C +
   Cython, sharded) and pure-Python backends behind one Backend interface.
+* :mod:`foundation.supervision` -- OTP-style supervisors and the task
+  supervisor on Trio nurseries.
+* :mod:`foundation.coordination` -- locks with fencing tokens, elections,
+  barriers, agreement, consensus, counters, vector clocks.
+* :mod:`foundation.telemetry` -- attach/emit events, like Elixir's ``:telemetry``.
 """
 
+from . import coordination as coordination
 from . import errors as errors
+from . import supervision as supervision
+from . import telemetry as telemetry
 from .registry import NATIVE as NATIVE
 from .registry import Registration as Registration
 from .registry import Registry as Registry
@@ -24,6 +32,9 @@ __all__ = [
     "Registration",
     "Registry",
     "RegistryEvent",
+    "coordination",
     "errors",
     "open_registry",
+    "supervision",
+    "telemetry",
 ]

@@ -1,0 +1,93 @@
+"""Coordination primitives: locks, elections, barriers, agreement, consensus, counters.
+
+:class:`Coordinator` is the interface (a :class:`typing.Protocol`);
+:class:`LocalCoordinator` implements it in-process on Trio primitives (an etcd
+coordinator will implement it cluster-wide). :func:`open_local_coordinator`
+gives it a :class:`~foundation.supervision.TaskSupervisor` for its background
+work (lock leases); ``LocalCoordinator()`` alone does everything else.
+
+* ``async with coord.lock(name, timeout) as held`` -- FIFO mutual exclusion,
+  ``held.fencing_token`` strictly increasing per name; :class:`LockTimeout`.
+* ``async with coord.election(group).campaign(candidate) as term`` -- one leader
+  at a time, FIFO hand-over; ``resign()`` from elsewhere raises
+  :class:`LeadershipLost` in the leader's block.
+* ``await coord.barrier(name, parties).wait(timeout)`` -- reusable rounds.
+* ``await coord.agree(name, value)``; ``await coord.consensus(...)`` with
+  ``await coord.vote(...)``; ``coord.counter(name)``.
+* :class:`VectorClock` orders events across nodes.
+
+Events go to :mod:`foundation.telemetry` as
+``foundation.coordination.{lock,election,barrier,consensus,counter}.<event>``
+and messages to the ``foundation.coordination`` logger.
+"""
+
+from ..errors import BarrierAborted as BarrierAborted
+from ..errors import BarrierTimeout as BarrierTimeout
+from ..errors import ConsensusTimeout as ConsensusTimeout
+from ..errors import CoordinationError as CoordinationError
+from ..errors import DuplicateVote as DuplicateVote
+from ..errors import LeadershipLost as LeadershipLost
+from ..errors import LockLost as LockLost
+from ..errors import LockNotHeld as LockNotHeld
+from ..errors import LockTimeout as LockTimeout
+from ..errors import NodeUnreachable as NodeUnreachable
+from ..errors import UnknownParticipant as UnknownParticipant
+from ._interface import Barrier as Barrier
+from ._interface import Coordinator as Coordinator
+from ._interface import Counter as Counter
+from ._interface import Election as Election
+from ._interface import HeldLock as HeldLock
+from ._interface import Lock as Lock
+from ._local import LocalBarrier as LocalBarrier
+from ._local import LocalCoordinator as LocalCoordinator
+from ._local import LocalCounter as LocalCounter
+from ._local import LocalElection as LocalElection
+from ._local import LocalHeldLock as LocalHeldLock
+from ._local import LocalLock as LocalLock
+from ._local import open_local_coordinator as open_local_coordinator
+from ._types import Decision as Decision
+from ._types import Leader as Leader
+from ._types import LockStatus as LockStatus
+from ._types import Ordering as Ordering
+from ._types import Term as Term
+from ._types import VectorClock as VectorClock
+from ._types import Vote as Vote
+
+__all__ = [
+    "Barrier",
+    "BarrierAborted",
+    "BarrierTimeout",
+    "ConsensusTimeout",
+    "CoordinationError",
+    "Coordinator",
+    "Counter",
+    "Decision",
+    "DuplicateVote",
+    "Election",
+    "HeldLock",
+    "Leader",
+    "LeadershipLost",
+    "LocalBarrier",
+    "LocalCoordinator",
+    "LocalCounter",
+    "LocalElection",
+    "LocalHeldLock",
+    "LocalLock",
+    "Lock",
+    "LockLost",
+    "LockNotHeld",
+    "LockStatus",
+    "LockTimeout",
+    "NodeUnreachable",
+    "Ordering",
+    "Term",
+    "UnknownParticipant",
+    "VectorClock",
+    "Vote",
+    "open_local_coordinator",
+]
+
+from .._util import fixup_module_metadata
+
+fixup_module_metadata(__name__, globals())
+del fixup_module_metadata
