@@ -26,6 +26,9 @@ import pytest
 
 from foundation.registry import Registry, _compat
 
+# Real etcd members on loopback (the etcd client, backend and coordinator tests).
+pytest_plugins = ["_etcd_fixtures"]
+
 
 def _native_compiled() -> bool:
     """True if the compiled module exists (whether or not it is used)."""

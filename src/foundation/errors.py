@@ -33,6 +33,13 @@ catches ``LookupError`` or ``TypeError`` keeps working::
     │   ├── DuplicateVote              (+ ValueError)
     │   ├── UnknownParticipant         (+ LookupError)
     │   └── NodeUnreachable            (+ ConnectionError)
+    ├── EtcdError
+    │   ├── EtcdUnavailable            (+ ConnectionError)
+    │   ├── EtcdAuthError              (+ PermissionError)
+    │   ├── EtcdPermissionDenied       (+ PermissionError)
+    │   ├── EtcdRequestError           (+ ValueError)
+    │   ├── LeaseExpired
+    │   └── CompactedRevision
     └── ConfigError                    (+ ValueError)
 
 Errors carry their data as attributes (``err.key``, ``err.holder``) and pass
@@ -53,16 +60,23 @@ __all__ = [
     "BarrierTimeout",
     "ChildAlreadyExists",
     "ChildNotFound",
+    "CompactedRevision",
     "ConfigError",
     "ConsensusTimeout",
     "CoordinationError",
     "DuplicateVote",
+    "EtcdAuthError",
+    "EtcdError",
+    "EtcdPermissionDenied",
+    "EtcdRequestError",
+    "EtcdUnavailable",
     "FoundationError",
     "InvalidKey",
     "InvalidMetadata",
     "InvalidQuery",
     "InvalidValue",
     "LeadershipLost",
+    "LeaseExpired",
     "LockLost",
     "LockNotHeld",
     "LockTimeout",
@@ -632,3 +646,126 @@ class NodeUnreachable(CoordinationError, ConnectionError):
             f"coordination node {self.node!r} is unreachable ({self.reason}); check the"
             " endpoint and the network, or list more endpoints"
         )
+
+
+class EtcdError(FoundationError):
+    """Root of the errors of :mod:`foundation.etcd` (an etcd member said no, or none answered).
+
+    ``code`` is the gRPC status code etcd gave (``None`` when no member
+    answered) and ``endpoint`` the member that gave it.
+    """
+
+    #: What went wrong, as etcd (or the transport) said it.
+    message: str
+    #: The gRPC status code, or None.
+    code: int | None
+    #: The endpoint that answered (or failed last), or None.
+    endpoint: str | None
+
+    def __init__(self, message: str, code: int | None = None, endpoint: str | None = None) -> None:
+        super().__init__(message, code, endpoint)
+        self.args = (message, code, endpoint)  # ConnectionError would keep only two
+        self.message = message
+        self.code = code
+        self.endpoint = endpoint
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.message, self.code, self.endpoint))
+
+    def __str__(self) -> str:
+        where = f" (from {self.endpoint})" if self.endpoint else ""
+        return f"etcd: {self.message}{where}"
+
+
+class EtcdUnavailable(EtcdError, ConnectionError):
+    """No etcd member answered within the operation's timeout.
+
+    Every endpoint was tried (connection refused, reset, no leader, timed
+    out). A write that failed this way may or may not have been applied when
+    the connection broke after sending; the registry and coordinator make
+    their writes idempotent for that reason.
+    """
+
+    def __str__(self) -> str:
+        where = f" (last tried {self.endpoint})" if self.endpoint else ""
+        return (
+            f"etcd unavailable: {self.message}{where}; check that the members are"
+            " running and reachable, or list more endpoints"
+        )
+
+
+class EtcdAuthError(EtcdError, PermissionError):
+    """etcd refused the credentials (wrong user or password, or auth is off)."""
+
+    def __str__(self) -> str:
+        return (
+            f"etcd authentication failed: {self.message}; check username= and"
+            " password= (and that auth is enabled on the cluster)"
+        )
+
+
+class EtcdPermissionDenied(EtcdError, PermissionError):
+    """The authenticated user may not read or write the keys asked for."""
+
+    def __str__(self) -> str:
+        return (
+            f"etcd permission denied: {self.message}; grant the user's role"
+            " readwrite on the prefix in use (etcdctl role grant-permission --prefix)"
+        )
+
+
+class EtcdRequestError(EtcdError, ValueError):
+    """etcd rejected the request itself (too large, too many operations, bad argument)."""
+
+
+class LeaseExpired(EtcdError):
+    """A lease ended (its TTL ran out or it was revoked) while it was still needed.
+
+    Everything written with that lease is gone from etcd. The registry
+    re-registers its entries under a new lease or closes; watchers get this
+    error so they re-read their view.
+    """
+
+    #: The lease ID.
+    lease_id: int
+
+    def __init__(
+        self, message: str, code: int | None = None, endpoint: str | None = None, lease_id: int = 0
+    ) -> None:
+        super().__init__(message, code, endpoint)
+        self.lease_id = lease_id
+        self.args = (message, code, endpoint, lease_id)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.message, self.code, self.endpoint, self.lease_id))
+
+    def __str__(self) -> str:
+        return (
+            f"etcd lease {self.lease_id:x} expired: {self.message}; keys written with it"
+            " are gone (the registry re-registers or closes)"
+        )
+
+
+class CompactedRevision(EtcdError):
+    """A watch asked for a revision etcd has already compacted away.
+
+    Re-read the keys (a range gives the current revision) and watch again
+    from after it.
+    """
+
+    #: The oldest revision etcd still has.
+    compact_revision: int
+
+    def __init__(
+        self,
+        message: str,
+        code: int | None = None,
+        endpoint: str | None = None,
+        compact_revision: int = 0,
+    ) -> None:
+        super().__init__(message, code, endpoint)
+        self.compact_revision = compact_revision
+        self.args = (message, code, endpoint, compact_revision)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.message, self.code, self.endpoint, self.compact_revision))
