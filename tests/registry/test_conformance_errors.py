@@ -136,8 +136,10 @@ async def test_aclose_checkpoints(registry: Registry) -> None:
     assert registry.closed
 
 
-async def test_open_registry_closes_on_exit(backend_name: str, ns: Any) -> None:
-    async with open_registry(backend=backend_name, partitions=2) as registry:
+async def test_open_registry_closes_on_exit(
+    backend_name: str, registry_options: dict[str, Any], ns: Any
+) -> None:
+    async with open_registry(backend=backend_name, partitions=2, **registry_options) as registry:
         assert isinstance(registry, Registry)
         assert registry.backend_name == backend_name
         assert registry.partitions == 2
@@ -148,18 +150,24 @@ async def test_open_registry_closes_on_exit(backend_name: str, ns: Any) -> None:
     assert registry.lookup(ns, "a") == 1
 
 
-async def test_open_registry_closes_on_error(backend_name: str) -> None:
+async def test_open_registry_closes_on_error(
+    backend_name: str, registry_options: dict[str, Any]
+) -> None:
     class Boom(Exception):
         pass
 
     with pytest.raises(Boom):
-        async with open_registry(backend=backend_name) as registry:
+        async with open_registry(backend=backend_name, **registry_options) as registry:
             raise Boom
     assert registry.closed
 
 
-async def test_open_registry_indexes(backend_name: str, ns: Any) -> None:
-    async with open_registry(backend=backend_name, indexes=("role",)) as registry:
+async def test_open_registry_indexes(
+    backend_name: str, registry_options: dict[str, Any], ns: Any
+) -> None:
+    async with open_registry(
+        backend=backend_name, indexes=("role",), **registry_options
+    ) as registry:
         await registry.register(ns, "a", 1, {"role": "db"})
         assert [r.name for r in registry.select(ns, where={"role": "db"})] == ["a"]
 

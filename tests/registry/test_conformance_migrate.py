@@ -97,8 +97,10 @@ async def test_watch_and_wait_for_survive_migrate(pair: tuple[str, str], ns: Any
         assert result == [2]
 
 
-async def test_migrate_to_backend_instance(backend_name: str, ns: Any, snapshot: Any) -> None:
-    async with _open(backend_name) as registry:
+async def test_migrate_to_backend_instance(
+    backend_name: str, registry_options: dict[str, Any], ns: Any, snapshot: Any
+) -> None:
+    async with _open(backend_name, **registry_options) as registry:
         await populate(registry, ns)
         before = snapshot(registry)
         target = PythonBackend(4)
@@ -109,9 +111,9 @@ async def test_migrate_to_backend_instance(backend_name: str, ns: Any, snapshot:
 
 
 async def test_migrate_to_non_empty_backend_refused(
-    backend_name: str, ns: Any, snapshot: Any
+    backend_name: str, registry_options: dict[str, Any], ns: Any, snapshot: Any
 ) -> None:
-    async with _open(backend_name) as registry:
+    async with _open(backend_name, **registry_options) as registry:
         await populate(registry, ns)
         before = snapshot(registry)
         old = registry.backend
@@ -125,8 +127,10 @@ async def test_migrate_to_non_empty_backend_refused(
         assert target.count() == 1
 
 
-async def test_migrate_unknown_backend(backend_name: str, ns: Any, snapshot: Any) -> None:
-    async with _open(backend_name) as registry:
+async def test_migrate_unknown_backend(
+    backend_name: str, registry_options: dict[str, Any], ns: Any, snapshot: Any
+) -> None:
+    async with _open(backend_name, **registry_options) as registry:
         await registry.register(ns, "a", 1)
         before = snapshot(registry)
         with pytest.raises(errors.ConfigError):
@@ -135,15 +139,17 @@ async def test_migrate_unknown_backend(backend_name: str, ns: Any, snapshot: Any
         assert snapshot(registry) == before
 
 
-async def test_migrate_closed_registry(backend_name: str) -> None:
-    async with _open(backend_name) as registry:
+async def test_migrate_closed_registry(backend_name: str, registry_options: dict[str, Any]) -> None:
+    async with _open(backend_name, **registry_options) as registry:
         registry.close()
         with pytest.raises(errors.RegistryClosed):
             await registry.migrate("python")
 
 
-async def test_migrate_cancelled_does_nothing(backend_name: str, ns: Any) -> None:
-    async with _open(backend_name) as registry:
+async def test_migrate_cancelled_does_nothing(
+    backend_name: str, registry_options: dict[str, Any], ns: Any
+) -> None:
+    async with _open(backend_name, **registry_options) as registry:
         await registry.register(ns, "a", 1)
         old = registry.backend
         with trio.CancelScope() as scope:

@@ -17,6 +17,9 @@ import trio
 from foundation import errors
 from foundation.registry import Registry
 
+# OS threads calling *_nowait writes: local backends only (etcd writes are async).
+pytestmark = pytest.mark.local_only
+
 THREADS = 8
 
 

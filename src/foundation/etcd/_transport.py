@@ -20,12 +20,16 @@ import logging
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import trio
 
 from .. import errors, telemetry
+
+if TYPE_CHECKING:
+    # httpx is imported on first use, so ``import foundation`` stays light
+    # for programs that never talk to etcd.
+    import httpx
 
 __all__ = ["Transport", "check_endpoints"]
 
@@ -53,7 +57,6 @@ _RETRY_MESSAGES = (
     "too many requests",
 )
 _TOKEN_MESSAGES = ("invalid auth token", "user name is empty", "auth: revision in header is old")
-_CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 class _Retry(Exception):
@@ -168,6 +171,8 @@ class Transport:
         self._token: str | None = None
         self._token_generation = 0
         self._auth_lock = trio.Lock()
+        import httpx
+
         self._http = httpx.AsyncClient(
             verify=_ssl_context(ca_cert, client_cert, client_key),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
@@ -289,12 +294,14 @@ class Transport:
         limit: float | None,
         retry_ambiguous: bool,
     ) -> dict[str, Any]:
+        import httpx
+
         http_timeout = httpx.Timeout(limit, connect=min(limit or self.timeout, self.timeout))
         try:
             response = await self._http.post(
                 endpoint + path, json=body, headers=self._headers(), timeout=http_timeout
             )
-        except _CONNECT_ERRORS as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise _Retry(f"{type(exc).__name__}: {exc}") from exc
         except httpx.TransportError as exc:
             # The request may have been applied before the connection broke.
@@ -342,6 +349,8 @@ class Transport:
         like :meth:`call` within ``connect_timeout`` (default: the client's).
         """
         limit = self.timeout if connect_timeout is None else connect_timeout
+        import httpx
+
         timeout = httpx.Timeout(self.timeout, read=None)
         last_why = "no attempt made"
         last_endpoint: str | None = None
@@ -413,6 +422,8 @@ class Transport:
     async def _lines(
         self, response: httpx.Response, endpoint: str
     ) -> AsyncGenerator[dict[str, Any], None]:
+        import httpx
+
         try:
             async for line in response.aiter_lines():
                 if not line.strip():

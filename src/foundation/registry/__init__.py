@@ -1,10 +1,15 @@
 """The process/service registry: one facade, pluggable backends.
 
 ``NATIVE`` tells whether the compiled table is in use (see ``_compat.py``).
+``open_registry(backend="etcd", endpoints=[...])`` (or ``open_etcd_backend``
+plus ``Registry(backend)``) runs it on etcd.
 """
 
+from ._backend import AsyncWrites as AsyncWrites
 from ._backend import Backend as Backend
 from ._compat import NATIVE as NATIVE
+from ._etcd import EtcdBackend as EtcdBackend
+from ._etcd import open_etcd_backend as open_etcd_backend
 from ._facade import Registry as Registry
 from ._facade import RegistryWatch as RegistryWatch
 from ._facade import ScopeOwner as ScopeOwner
@@ -19,7 +24,9 @@ from ._types import RegistryStats as RegistryStats
 __all__ = [
     "EMPTY_METADATA",
     "NATIVE",
+    "AsyncWrites",
     "Backend",
+    "EtcdBackend",
     "EventKind",
     "Health",
     "Registration",
@@ -28,6 +35,7 @@ __all__ = [
     "RegistryStats",
     "RegistryWatch",
     "ScopeOwner",
+    "open_etcd_backend",
     "open_registry",
 ]
 

@@ -73,19 +73,57 @@ Admin
     ``close()`` (idempotent); ``closed`` (bool attribute/property);
     ``name`` (``"native"``, ``"python"``, ``"etcd"``); ``partitions`` (int);
     ``is_async`` (False for local backends).
+
+Async writes (``is_async = True``: the etcd backend)
+    A backend whose writes must wait for a server declares ``is_async =
+    True`` and implements :class:`AsyncWrites` as well. Its synchronous write
+    methods above raise :class:`~foundation.errors.BackendIsAsync` (so the
+    facade's ``*_nowait`` do), and the facade's async writes call the
+    ``a*`` twins instead (after its own ``checkpoint_if_cancelled()``):
+    ``aregister``, ``aunregister``, ``aupdate_metadata``,
+    ``aunregister_owner``, ``ajoin``, ``aleave``, ``aregister_many``, with
+    the same arguments, results and errors as the synchronous forms, plus:
+
+    * Cancellation (DESIGN section 2): a write cancelled before it is sent
+      writes nothing; once sent it is shielded (bounded by the backend's own
+      timeouts) and completes, so a finished call never reports
+      ``Cancelled``. Writes are checkpoints.
+    * After ``await aregister(...)`` returns, this instance's reads see the
+      write at once (the backend applies it to its read side itself);
+      other instances see it after their ``sync()`` (and, on etcd, within
+      milliseconds without it).
+    * Values and metadata may be restricted (etcd: JSON only,
+      ``errors.InvalidValue`` / ``errors.InvalidMetadata``), keys and owners
+      too (etcd: portable only, ``errors.InvalidKey``); reads return values
+      as stored (etcd: after a JSON round trip, the writer's own reads too).
+      Network failures raise :class:`~foundation.errors.EtcdError`
+      subclasses; ``aregister_many`` puts them in the per-item results.
+    * ``aunregister_owner(owner)`` removes what THIS instance wrote with
+      ``owner`` (owner tokens are local: a supervised child id, a scope).
+    * ``sync()`` returns once every write made before the call, by any
+      instance, is in this instance's reads; ``aclose()`` closes and waits
+      for the background work (on etcd: revoking the lease).
+    * ``scope_owner()`` gives a fresh portable owner token for one
+      ``registered()`` block; ``subscribe_faults(listener)`` reports errors
+      that may have made the view stale (etcd: ``LeaseExpired``), which the
+      facade hands to every active ``watch()``.
+    * ``aload(registrations, memberships)`` / ``adiscard()``: bulk copy into
+      an empty backend for ``migrate()`` (everything checked before anything
+      is written), and its undo (delete every entry this instance wrote).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ._types import Health, Registration, RegistryEvent, RegistryStats
 
 if TYPE_CHECKING:
+    from ..errors import FoundationError
     from ._query import Query
 
-__all__ = ["Backend", "Listener"]
+__all__ = ["AsyncWrites", "Backend", "Listener"]
 
 Listener = Callable[[RegistryEvent], None]
 
@@ -148,3 +186,44 @@ class Backend(Protocol):
     def stats(self) -> RegistryStats: ...
     def health_check(self) -> Health: ...
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class AsyncWrites(Protocol):
+    """The async writes of a backend with ``is_async = True``; see the module docstring."""
+
+    async def aregister(
+        self,
+        ns: Hashable,
+        name: Hashable,
+        value: Any,
+        metadata: Mapping[Any, Any] | None = None,
+        *,
+        owner: Hashable | None = None,
+    ) -> Registration: ...
+    async def aunregister(self, ns: Hashable, name: Hashable) -> bool: ...
+    async def aupdate_metadata(
+        self, ns: Hashable, name: Hashable, metadata: Mapping[Any, Any] | None
+    ) -> Registration: ...
+    async def aunregister_owner(self, owner: Hashable) -> int: ...
+    async def ajoin(
+        self,
+        ns: Hashable,
+        group: Hashable,
+        value: Any,
+        metadata: Mapping[Any, Any] | None = None,
+        *,
+        owner: Hashable | None = None,
+    ) -> Registration: ...
+    async def aleave(self, ns: Hashable, group: Hashable, value: Any) -> bool: ...
+    async def aregister_many(
+        self, items: Iterable[Sequence[Any]], *, owner: Hashable | None = None
+    ) -> list[Registration | FoundationError]: ...
+    async def sync(self) -> None: ...
+    async def aclose(self) -> None: ...
+    async def aload(
+        self, registrations: Sequence[Registration], memberships: Sequence[Registration]
+    ) -> None: ...
+    async def adiscard(self) -> int: ...
+    def scope_owner(self) -> Hashable: ...
+    def subscribe_faults(self, listener: Callable[[BaseException], None]) -> Callable[[], None]: ...

@@ -10,7 +10,9 @@ writes, scoped registrations, waiting, watching and migration.
 
 from __future__ import annotations
 
+import copy
 import itertools
+import logging
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping, Sequence
@@ -20,16 +22,25 @@ from typing import Any
 import trio
 
 from .. import errors
+from .._util import reraise_collapsed
 from ..config import backend_from_env
 from . import _compat
-from ._backend import Backend
+from ._backend import AsyncWrites, Backend
 from ._events import Listeners
+from ._keys import same_value
 from ._query import Query
 from ._types import EventKind, Health, Registration, RegistryEvent, RegistryStats
 
 __all__ = ["Registry", "RegistryWatch", "ScopeOwner", "open_registry"]
 
 _WAKE_KINDS = (EventKind.REGISTERED, EventKind.UPDATED)
+
+logger = logging.getLogger("foundation.registry")
+
+
+def _fresh(error: BaseException) -> BaseException:
+    """A copy of ``error`` to raise once more (each raise gets its own traceback)."""
+    return copy.copy(error).with_traceback(None)
 
 
 def make_backend(
@@ -128,7 +139,11 @@ class RegistryWatch:
     Events are buffered (at most ``max_buffer``) so a write never waits for a
     slow consumer; a consumer that falls further behind gets the buffered
     events and then :class:`~foundation.errors.WatchOverflow`, because the
-    dropped events make its view stale.
+    dropped events make its view stale. Likewise, when the backend reports a
+    fault that may have made the view stale (on etcd: the registry's lease was
+    lost), the consumer gets the buffered events and then that error
+    (:class:`~foundation.errors.LeaseExpired`); open a new watch with
+    ``initial=True`` to re-sync.
     """
 
     def __init__(self, ns: Hashable | None, max_buffer: int, *, filtered: bool) -> None:
@@ -139,6 +154,7 @@ class RegistryWatch:
         self._lot = trio.lowlevel.ParkingLot()
         self._overflowed = False
         self._ended = False
+        self._error: BaseException | None = None
         self._waker = _TrioWaker()
 
     # -- producer side (any thread; hops to the Trio thread) ------------------
@@ -148,7 +164,7 @@ class RegistryWatch:
         self._waker.call(self._push, event)
 
     def _push(self, event: RegistryEvent) -> None:
-        if self._overflowed or self._ended:
+        if self._overflowed or self._ended or self._error is not None:
             return
         if len(self._buffer) >= self._max_buffer:
             self._overflowed = True
@@ -160,6 +176,11 @@ class RegistryWatch:
         self._ended = True
         self._lot.unpark_all()
 
+    def _fail(self, error: BaseException) -> None:
+        if self._error is None and not self._ended:
+            self._error = error
+            self._lot.unpark_all()
+
     # -- consumer side --------------------------------------------------------
     def __aiter__(self) -> RegistryWatch:
         return self
@@ -170,6 +191,8 @@ class RegistryWatch:
         while not self._buffer:
             if self._overflowed:
                 raise errors.WatchOverflow(self._max_buffer)
+            if self._error is not None:
+                raise _fresh(self._error)
             if self._ended:
                 raise StopAsyncIteration
             parked = True
@@ -272,6 +295,9 @@ class Registry:
         # consumer -> its unsubscribe from the fan-out
         self._consumers: dict[RegistryWatch | _Waiter, Callable[[], None]] = {}
         self._unsubscribe_backend: Callable[[], None] | None = None
+        self._unsubscribe_faults: Callable[[], None] | None = None
+        # Set while migrate() finishes its copy into an async backend: writes wait.
+        self._gate: trio.Event | None = None
         self._bind()
 
     def _bind(self) -> None:
@@ -285,29 +311,39 @@ class Registry:
         self.count = b.count
         self.members = b.members
         self.member_count = b.member_count
+        # An async backend's synchronous writes raise BackendIsAsync themselves.
+        self.register_nowait = b.register
+        self.unregister_nowait = b.unregister
+        self.update_metadata_nowait = b.update_metadata
+        self.unregister_owner_nowait = b.unregister_owner
+        self.join_nowait = b.join
+        self.leave_nowait = b.leave
+        if self._unsubscribe_faults is not None:
+            self._unsubscribe_faults()
+            self._unsubscribe_faults = None
         if b.is_async:
-            self.register_nowait = self._async_only("register")
-            self.unregister_nowait = self._async_only("unregister")
-            self.update_metadata_nowait = self._async_only("update_metadata")
-            self.unregister_owner_nowait = self._async_only("unregister_owner")
-            self.join_nowait = self._async_only("join")
-            self.leave_nowait = self._async_only("leave")
+            if not isinstance(b, AsyncWrites):
+                raise errors.ConfigError(
+                    f"backend {b!r} says is_async=True but lacks the async writes"
+                    " (aregister, ...) of foundation.registry._backend.AsyncWrites"
+                )
+            self._awrites: AsyncWrites | None = b
+            self._unsubscribe_faults = b.subscribe_faults(self._on_fault)
         else:
-            self.register_nowait = b.register
-            self.unregister_nowait = b.unregister
-            self.update_metadata_nowait = b.update_metadata
-            self.unregister_owner_nowait = b.unregister_owner
-            self.join_nowait = b.join
-            self.leave_nowait = b.leave
+            self._awrites = None
 
-    def _async_only(self, operation: str) -> Callable[..., Any]:
-        backend = self._backend.name
+    def _on_fault(self, error: BaseException) -> None:
+        """The backend's view may have gone stale: every watch raises ``error``.
 
-        def nowait(*args: Any, **kwargs: Any) -> Any:
-            raise errors.BackendIsAsync(operation, backend)
-
-        nowait.__name__ = f"{operation}_nowait"
-        return nowait
+        If the backend closed itself over it (etcd: the lease could not be
+        re-established), waiters wake with RegistryClosed and watches end.
+        """
+        closed = self._backend.closed
+        for consumer in list(self._consumers):
+            if isinstance(consumer, RegistryWatch):
+                consumer._waker.call(consumer._fail, error)
+            if closed:
+                consumer._waker.call(consumer._end)
 
     # -- introspection ------------------------------------------------------
     @property
@@ -378,9 +414,14 @@ class Registry:
         """Register ``value`` under ``(ns, name)``; see :meth:`register_nowait`.
 
         Checkpoints. Raises AlreadyRegistered, InvalidKey, InvalidMetadata,
-        RegistryClosed.
+        RegistryClosed; on etcd also InvalidValue (not JSON) and EtcdError.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
+        if self._gate is not None:
+            await self._gate.wait()  # a migration is switching backends
+        aw = self._awrites
+        if aw is not None:
+            return await aw.aregister(ns, name, value, metadata, owner=owner)
         reg = self._backend.register(ns, name, value, metadata, owner=owner)
         await trio.lowlevel.cancel_shielded_checkpoint()
         return reg
@@ -388,6 +429,11 @@ class Registry:
     async def unregister(self, ns: Hashable, name: Hashable) -> bool:
         """Remove ``(ns, name)``; False if it was absent. Checkpoints."""
         await trio.lowlevel.checkpoint_if_cancelled()
+        if self._gate is not None:
+            await self._gate.wait()  # a migration is switching backends
+        aw = self._awrites
+        if aw is not None:
+            return await aw.aunregister(ns, name)
         removed = self._backend.unregister(ns, name)
         await trio.lowlevel.cancel_shielded_checkpoint()
         return removed
@@ -397,6 +443,11 @@ class Registry:
     ) -> Registration:
         """Replace the metadata of ``(ns, name)`` (NotRegistered if absent). Checkpoints."""
         await trio.lowlevel.checkpoint_if_cancelled()
+        if self._gate is not None:
+            await self._gate.wait()  # a migration is switching backends
+        aw = self._awrites
+        if aw is not None:
+            return await aw.aupdate_metadata(ns, name, metadata)
         reg = self._backend.update_metadata(ns, name, metadata)
         await trio.lowlevel.cancel_shielded_checkpoint()
         return reg
@@ -404,6 +455,11 @@ class Registry:
     async def unregister_owner(self, owner: Hashable) -> int:
         """Remove every registration and membership of ``owner``; how many. Checkpoints."""
         await trio.lowlevel.checkpoint_if_cancelled()
+        if self._gate is not None:
+            await self._gate.wait()  # a migration is switching backends
+        aw = self._awrites
+        if aw is not None:
+            return await aw.aunregister_owner(owner)
         removed = self._backend.unregister_owner(owner)
         await trio.lowlevel.cancel_shielded_checkpoint()
         return removed
@@ -419,6 +475,11 @@ class Registry:
     ) -> Registration:
         """Add ``value`` to group ``(ns, group)`` (again: update metadata). Checkpoints."""
         await trio.lowlevel.checkpoint_if_cancelled()
+        if self._gate is not None:
+            await self._gate.wait()  # a migration is switching backends
+        aw = self._awrites
+        if aw is not None:
+            return await aw.ajoin(ns, group, value, metadata, owner=owner)
         reg = self._backend.join(ns, group, value, metadata, owner=owner)
         await trio.lowlevel.cancel_shielded_checkpoint()
         return reg
@@ -426,18 +487,25 @@ class Registry:
     async def leave(self, ns: Hashable, group: Hashable, value: Any) -> bool:
         """Remove ``value`` from group ``(ns, group)``; False if not a member. Checkpoints."""
         await trio.lowlevel.checkpoint_if_cancelled()
+        if self._gate is not None:
+            await self._gate.wait()  # a migration is switching backends
+        aw = self._awrites
+        if aw is not None:
+            return await aw.aleave(ns, group, value)
         left = self._backend.leave(ns, group, value)
         await trio.lowlevel.cancel_shielded_checkpoint()
         return left
 
     async def register_many(
         self, items: Iterable[Sequence[Any]], *, owner: Hashable | None = None
-    ) -> list[Registration | errors.RegistryError]:
+    ) -> list[Registration | errors.FoundationError]:
         """Register many ``(ns, name, value[, metadata])`` items; one result per item.
 
         Each result is the :class:`Registration` or the
-        :class:`~foundation.errors.RegistryError` that item met; one item's
-        failure does not stop the others. Checkpoints once.
+        :class:`~foundation.errors.RegistryError` that item met (on etcd also
+        an :class:`~foundation.errors.EtcdError` when its txn could not be
+        sent); one item's failure does not stop the others. Checkpoints once.
+        On etcd the items are written in batched txns.
 
         Raises:
             RegistryClosed: the registry is closed (nothing is written).
@@ -445,8 +513,13 @@ class Registry:
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._backend.closed:
             raise errors.RegistryClosed()
+        if self._gate is not None:
+            await self._gate.wait()  # a migration is switching backends
+        aw = self._awrites
+        if aw is not None:
+            return await aw.aregister_many(items, owner=owner)
         register = self._backend.register
-        results: list[Registration | errors.RegistryError] = []
+        results: list[Registration | errors.FoundationError] = []
         for item in items:
             if not isinstance(item, Sequence) or len(item) not in (3, 4):
                 shape = "items are (ns, name, value) or (ns, name, value, metadata)"
@@ -461,7 +534,16 @@ class Registry:
         return results
 
     async def sync(self) -> None:
-        """Wait until this registry's view has caught up; local backends are always current."""
+        """Wait until this registry's view has caught up; local backends are always current.
+
+        On etcd: returns once every write made to the registry's prefix before
+        the call (by any instance) is in the local view. No timeout: wrap it
+        in ``trio.fail_after``.
+        """
+        aw = self._awrites
+        if aw is not None:
+            await aw.sync()
+            return
         await trio.lowlevel.checkpoint()
 
     # -- scoped, waiting and watching -------------------------------------
@@ -475,18 +557,39 @@ class Registry:
     ) -> AsyncIterator[Registration]:
         """Hold a registration for the duration of an ``async with`` block.
 
-        The entry is owned by a fresh :class:`ScopeOwner` (``reg.owner``);
-        leaving the block for any reason (normal exit, error, cancellation)
-        removes everything registered with that owner. Entering checkpoints;
-        leaving does not block. Errors from the block propagate as themselves.
+        The entry is owned by a fresh :class:`ScopeOwner` (``reg.owner``; on
+        etcd a portable token ``("foundation.scope", instance, n)``); leaving
+        the block for any reason (normal exit, error, cancellation) removes
+        everything registered with that owner. Entering checkpoints; leaving
+        does not block on a local backend, and on etcd waits (shielded,
+        bounded by the client's timeout) for the delete. Errors from the block
+        propagate as themselves.
         """
-        token = ScopeOwner()
+        aw = self._awrites
+        token: Hashable = aw.scope_owner() if aw is not None else ScopeOwner()
         reg = await self.register(ns, name, value, metadata, owner=token)
         try:
             yield reg
-        finally:
+        except BaseException:
+            await self._release_owner(token, quiet=True)
+            raise
+        await self._release_owner(token, quiet=False)
+
+    async def _release_owner(self, token: Hashable, *, quiet: bool) -> None:
+        aw = self._awrites
+        if aw is None:
             # Synchronous on purpose: it must run even inside a cancelled scope.
             self._backend.unregister_owner(token)
+            return
+        with trio.CancelScope(shield=True):
+            try:
+                await aw.aunregister_owner(token)
+            except errors.FoundationError:
+                if not quiet:
+                    raise
+                # The block's own error is what the caller must see; this one
+                # would only hide it.
+                logger.exception("could not remove the registrations of %r", token)
 
     async def wait_for(self, ns: Hashable, name: Hashable) -> Registration:
         """Return the registration of ``(ns, name)``, waiting until there is one.
@@ -566,14 +669,24 @@ class Registry:
     async def migrate(self, other: str | Backend) -> None:
         """Move every registration and membership to another backend, then switch.
 
-        ``other`` is ``"native"``, ``"python"`` or an empty Backend instance.
-        The copy and the switch happen without a checkpoint in between, so no
-        write from this Trio run is lost; watches keep working. On failure
-        the registry stays on its current backend, unchanged.
+        ``other`` is ``"native"``, ``"python"`` or an empty Backend instance
+        (an etcd one comes from ``open_etcd_backend(...)``). The switch
+        happens without a checkpoint after the last copy step, so no write
+        from this Trio run is lost: into a local backend the copy is
+        synchronous; into etcd it is awaited, and meanwhile the registry's
+        async writes wait for the switch (``*_nowait`` writes raise
+        BackendIsAsync) while reads keep answering from the old backend;
+        writes that reach the old backend anyway (another thread) are copied
+        again until none is left (after one round the old backend is
+        closed to writes so this ends). Watches keep working. On failure the
+        registry stays on its current backend, unchanged (what was copied
+        into an etcd target is deleted again).
 
         Raises:
             ConfigError: ``other`` is not empty.
             BackendUnavailable: ``other`` cannot be built here.
+            InvalidKey / InvalidValue / InvalidMetadata: into etcd, an entry
+                that is not portable or not JSON (nothing is copied).
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._backend.closed:
@@ -583,19 +696,31 @@ class Registry:
         if new is old:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
+        if new.closed:
+            raise errors.RegistryClosed("migrate() target backend is closed; open a new one")
         if len(new) or new.memberships():
             raise errors.ConfigError("migrate() needs an empty target backend")
-        try:
-            for reg in old.registrations():
-                new.register(reg.namespace, reg.name, reg.value, reg.metadata, owner=reg.owner)
-            for member in old.memberships():
-                new.join(
-                    member.namespace, member.name, member.value, member.metadata, owner=member.owner
-                )
-        except BaseException:
-            if other is not new:  # we built it, so we dispose of it
-                new.close()
-            raise
+        if new.is_async:
+            if not isinstance(new, AsyncWrites):
+                raise errors.ConfigError(f"backend {new!r} is_async but has no async writes")
+            await self._copy_async(old, new, new)
+        else:
+            try:
+                for reg in old.registrations():
+                    new.register(reg.namespace, reg.name, reg.value, reg.metadata, owner=reg.owner)
+                for member in old.memberships():
+                    new.join(
+                        member.namespace,
+                        member.name,
+                        member.value,
+                        member.metadata,
+                        owner=member.owner,
+                    )
+            except BaseException:
+                if other is not new:  # we built it, so we dispose of it
+                    new.close()
+                raise
+        # No checkpoint from here to the switch.
         if self._unsubscribe_backend is not None:
             self._unsubscribe_backend()
             self._unsubscribe_backend = new.subscribe(self._fanout.notify)
@@ -604,19 +729,135 @@ class Registry:
         old.close()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
+    async def _copy_async(self, old: Backend, new: Backend, writes: AsyncWrites) -> None:
+        """Copy ``old`` into the async backend ``new``, then catch up until quiet."""
+        dirty: list[tuple[Any, ...]] = []
+
+        def record(event: RegistryEvent) -> None:
+            reg = event.registration
+            if event.kind in (EventKind.REGISTERED, EventKind.UNREGISTERED, EventKind.UPDATED):
+                dirty.append(("name", reg.namespace, reg.name))
+            if event.kind in (EventKind.JOINED, EventKind.LEFT, EventKind.UPDATED):
+                dirty.append(("member", reg.namespace, reg.name, reg.value))
+
+        limiter = trio.CapacityLimiter(64)
+
+        async def reconcile(item: tuple[Any, ...]) -> None:
+            async with limiter:
+                if item[0] == "name":
+                    await _reconcile_name(old, new, writes, item[1], item[2])
+                else:
+                    await _reconcile_member(old, new, writes, item[1], item[2], item[3])
+
+        async def catch_up() -> None:
+            todo = {repr(item): item for item in dirty}  # once per key (values may not hash)
+            dirty.clear()
+            # keys are independent: reconcile them at once (the backend batches)
+            try:
+                async with trio.open_nursery() as nursery:
+                    for item in todo.values():
+                        nursery.start_soon(reconcile, item)
+            except BaseExceptionGroup as group:
+                reraise_collapsed(group)
+
+        unsubscribe = old.subscribe(record)
+        gate = trio.Event()
+        try:
+            try:
+                # Writes wait until the switch (as a synchronous copy would
+                # make them): async ones at the gate, *_nowait ones would block.
+                self._gate = gate
+                for name in _NOWAIT_WRITES:
+                    setattr(self, f"{name}_nowait", _would_block(name, new.name))
+                await writes.aload(old.registrations(), old.memberships())
+                # Writes that still reached the old backend (a *_nowait bound
+                # earlier, another thread) are copied again until none is left;
+                # if they keep coming, the old backend stops taking writes
+                # (closed, its reads still answer) so the last round ends.
+                rounds = 0
+                while dirty:
+                    rounds += 1
+                    if rounds > 1:
+                        old.close()
+                    await catch_up()
+            finally:
+                unsubscribe()
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                try:
+                    await writes.adiscard()
+                except errors.FoundationError:
+                    logger.exception("migrate(): could not remove what was copied to %r", new)
+            self._bind()
+            raise
+        finally:
+            self._gate = None
+            gate.set()
+
     def close(self) -> None:
         """Close the registry: writes raise RegistryClosed, waiters wake, watches end.
 
-        Reads keep answering from the last state. Idempotent; does not block.
+        Reads keep answering from the last state. Idempotent; does not block
+        (on etcd the lease is revoked in the background: ``aclose()`` waits).
         """
         self._backend.close()
         for consumer in list(self._consumers):
             consumer._waker.call(consumer._end)
 
     async def aclose(self) -> None:
-        """:meth:`close`, as a checkpoint."""
+        """:meth:`close`, as a checkpoint; on etcd, waits until the lease is revoked."""
         self.close()
-        await trio.lowlevel.checkpoint()
+        aw = self._awrites
+        if aw is not None:
+            await aw.aclose()
+        else:
+            await trio.lowlevel.checkpoint()
+
+
+_NOWAIT_WRITES = ("register", "unregister", "update_metadata", "unregister_owner", "join", "leave")
+
+
+def _would_block(operation: str, backend: str) -> Callable[..., Any]:
+    def nowait(*args: Any, **kwargs: Any) -> Any:
+        raise errors.BackendIsAsync(operation, backend)
+
+    nowait.__name__ = f"{operation}_nowait"
+    return nowait
+
+
+async def _reconcile_name(
+    old: Backend, new: Backend, writes: AsyncWrites, ns: Hashable, name: Hashable
+) -> None:
+    """Make ``(ns, name)`` in ``new`` what it is in ``old`` (migrate's catch-up)."""
+    try:
+        want: Registration | None = old.lookup_with_metadata(ns, name)
+    except errors.NotRegistered:
+        want = None
+    try:
+        have: Registration | None = new.lookup_with_metadata(ns, name)
+    except errors.NotRegistered:
+        have = None
+    if want is None:
+        if have is not None:
+            await writes.aunregister(ns, name)
+        return
+    if have is not None:
+        if have.value == want.value and have.owner == want.owner:
+            await writes.aupdate_metadata(ns, name, want.metadata)
+            return
+        await writes.aunregister(ns, name)
+    await writes.aregister(ns, name, want.value, want.metadata, owner=want.owner)
+
+
+async def _reconcile_member(
+    old: Backend, new: Backend, writes: AsyncWrites, ns: Hashable, group: Hashable, value: Any
+) -> None:
+    """Make member ``value`` of ``(ns, group)`` in ``new`` what it is in ``old``."""
+    want = next((m for m in old.members(ns, group) if same_value(m.value, value)), None)
+    if want is None:
+        await writes.aleave(ns, group, value)
+    else:
+        await writes.ajoin(ns, group, want.value, want.metadata, owner=want.owner)
 
 
 @asynccontextmanager
@@ -625,12 +866,69 @@ async def open_registry(
     *,
     partitions: int | None = None,
     indexes: Sequence[str] = (),
+    endpoints: str | Sequence[str] | None = None,
+    prefix: str = "foundation/",
+    ttl: int = 10,
+    username: str | None = None,
+    password: str | None = None,
+    ca_cert: str | None = None,
+    client_cert: str | None = None,
+    client_key: str | None = None,
+    timeout: float = 5.0,  # noqa: ASYNC109 -- the etcd client's per-call deadline
 ) -> AsyncIterator[Registry]:
     """Open a :class:`Registry` for the duration of an ``async with`` block.
 
-    Local backends (``auto``, ``native``, ``python``) open at once; the
-    registry is closed when the block exits.
+    Local backends (``auto``, ``native``, ``python``) open at once. With
+    ``backend="etcd"`` the registry connects to ``endpoints``, lives under
+    ``prefix``, holds one lease of ``ttl`` seconds, and takes the connection
+    keywords ``username``/``password`` (etcd auth) and ``ca_cert``/
+    ``client_cert``/``client_key`` (TLS); ``timeout`` bounds each etcd call.
+    ``partitions``/``indexes`` shape its local read table. The registry is
+    closed when the block exits (on etcd: its lease is revoked, so its
+    entries vanish for every other instance).
+
+    Raises:
+        ConfigError: bad arguments (connection keywords without etcd, ...).
+        EtcdAuthError / EtcdPermissionDenied / EtcdUnavailable: etcd refused
+            or did not answer (nothing was written).
     """
+    if isinstance(backend, str) and backend.strip().lower() == "etcd":
+        if endpoints is None:
+            raise errors.ConfigError("backend='etcd' needs endpoints=['http://host:2379', ...]")
+        from ._etcd import open_etcd_backend
+
+        async with open_etcd_backend(
+            endpoints,
+            prefix=prefix,
+            ttl=ttl,
+            username=username,
+            password=password,
+            ca_cert=ca_cert,
+            client_cert=client_cert,
+            client_key=client_key,
+            timeout=timeout,
+            partitions=partitions,
+            indexes=indexes,
+        ) as etcd_backend:
+            registry = Registry(etcd_backend, indexes=indexes)
+            try:
+                yield registry
+            finally:
+                registry.close()
+        return
+    given = {
+        "endpoints": endpoints,
+        "username": username,
+        "password": password,
+        "ca_cert": ca_cert,
+        "client_cert": client_cert,
+        "client_key": client_key,
+    }
+    extra = sorted(k for k, v in given.items() if v is not None)
+    if extra:
+        raise errors.ConfigError(
+            f"{', '.join(extra)} only apply to backend='etcd' (backend={backend!r})"
+        )
     registry = Registry(backend, partitions=partitions, indexes=indexes)
     try:
         yield registry

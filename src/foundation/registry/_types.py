@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -122,3 +122,6 @@ class Health:
     ok: bool
     backend: str
     detail: str = ""
+    #: Machine-readable facts behind ``detail`` (on etcd: ``endpoint``,
+    #: ``lease_id``, ``watch_revision``, ``lease_losses``, ``last_error``...).
+    details: Mapping[str, Any] = field(default_factory=lambda: EMPTY_METADATA)
