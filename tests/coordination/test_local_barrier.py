@@ -13,6 +13,7 @@ from foundation.coordination import BarrierAborted, BarrierTimeout, Coordinator
 from foundation.errors import ConfigError, FoundationError
 
 
+@pytest.mark.local_only  # autojump_clock: mock time cannot drive etcd
 async def test_rounds_never_mix_generations(
     coordinator: Coordinator, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -38,6 +39,7 @@ async def test_rounds_never_mix_generations(
         assert len({t for _, t in members}) == 1  # released together
 
 
+@pytest.mark.local_only  # autojump_clock: mock time cannot drive etcd
 async def test_timeout_reports_reached_and_withdraws(
     coordinator: Coordinator, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -67,6 +69,7 @@ async def test_timeout_reports_reached_and_withdraws(
     assert (again.reached, again.parties) == (2, 3)
 
 
+@pytest.mark.local_only  # autojump_clock: mock time cannot drive etcd
 async def test_cancel_while_waiting_withdraws_arrival(
     coordinator: Coordinator, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -86,6 +89,7 @@ async def test_cancel_while_waiting_withdraws_arrival(
     assert generations == [0, 0]
 
 
+@pytest.mark.local_only  # autojump_clock: mock time cannot drive etcd
 async def test_abort_breaks_current_waiters(
     coordinator: Coordinator, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -21,6 +21,7 @@ from foundation.errors import ConfigError
 A, R, X = Vote.ACCEPT, Vote.REJECT, Vote.ABSTAIN
 
 
+@pytest.mark.local_only  # autojump_clock: mock time cannot drive etcd
 async def test_agree_first_proposal_wins_everyone_learns(
     coordinator: Coordinator, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -76,6 +77,7 @@ async def ballot(
         ("AXXXX", {"quorum": 2}, False),
     ],
 )
+@pytest.mark.local_only  # autojump_clock: mock time cannot drive etcd
 async def test_consensus_outcomes(
     coordinator: Coordinator,
     autojump_clock: trio.testing.MockClock,
@@ -132,6 +134,7 @@ async def test_duplicate_and_unknown_voters(coordinator: Coordinator) -> None:
         await coordinator.vote("dup", "b", A)
 
 
+@pytest.mark.local_only  # autojump_clock: mock time cannot drive etcd
 async def test_vote_before_ballot_opens_waits(
     coordinator: Coordinator, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -143,6 +146,7 @@ async def test_vote_before_ballot_opens_waits(
     assert decision.accepted
 
 
+@pytest.mark.local_only  # autojump_clock: mock time cannot drive etcd
 async def test_consensus_timeout(
     coordinator: Coordinator, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -165,6 +169,7 @@ async def test_consensus_timeout(
         await coordinator.vote("slow", "b", A)
 
 
+@pytest.mark.local_only  # autojump_clock: mock time cannot drive etcd
 async def test_cancelled_consensus_closes_ballot(
     coordinator: Coordinator, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -189,6 +194,7 @@ async def test_bad_ballots(coordinator: Coordinator) -> None:
         await coordinator.consensus("b", ["a", "b"], "x", quorum=1, unanimous=True)
 
 
+@pytest.mark.local_only  # autojump_clock: mock time cannot drive etcd
 async def test_counter_50_concurrent_adders(
     coordinator: Coordinator, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -243,6 +249,7 @@ async def test_waiting_voters_learn_ballot_decided_before_they_ran(
     assert results == [decision, decision]
 
 
+@pytest.mark.local_only  # autojump_clock: mock time cannot drive etcd
 async def test_cancelled_waiting_vote_leaves_nothing(
     coordinator: Coordinator, autojump_clock: trio.testing.MockClock
 ) -> None:

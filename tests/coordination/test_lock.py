@@ -10,6 +10,7 @@ from foundation.coordination import Coordinator, LockNotHeld, LockTimeout
 from foundation.errors import FoundationError
 
 
+@pytest.mark.local_only  # autojump_clock: mock time cannot drive etcd
 async def test_mutual_exclusion_20_tasks(coordinator: Coordinator, autojump_clock: object) -> None:
     holders: list[int] = []
     tokens: list[int] = []
@@ -38,6 +39,7 @@ async def test_mutual_exclusion_20_tasks(coordinator: Coordinator, autojump_cloc
     assert await coordinator.lock_status("res") is None
 
 
+@pytest.mark.local_only  # autojump_clock: mock time cannot drive etcd
 async def test_fifo_order(coordinator: Coordinator, autojump_clock: object) -> None:
     order: list[int] = []
 
@@ -54,6 +56,7 @@ async def test_fifo_order(coordinator: Coordinator, autojump_clock: object) -> N
     assert order == list(range(10))
 
 
+@pytest.mark.local_only  # autojump_clock: mock time cannot drive etcd
 async def test_lock_status(coordinator: Coordinator, autojump_clock: object) -> None:
     assert await coordinator.lock_status("s") is None
     await trio.sleep(3)
@@ -79,6 +82,7 @@ async def test_tokens_are_per_name(coordinator: Coordinator) -> None:
         assert b1.fencing_token >= 1
 
 
+@pytest.mark.local_only  # autojump_clock: mock time cannot drive etcd
 async def test_timeout(coordinator: Coordinator, autojump_clock: object) -> None:
     async with coordinator.lock("t") as held:
         start = trio.current_time()
@@ -99,6 +103,7 @@ async def test_timeout(coordinator: Coordinator, autojump_clock: object) -> None
         pass
 
 
+@pytest.mark.local_only  # autojump_clock: mock time cannot drive etcd
 async def test_cancel_while_waiting_leaves_no_waiter(
     coordinator: Coordinator, autojump_clock: object
 ) -> None:
@@ -120,6 +125,7 @@ async def test_cancel_while_waiting_leaves_no_waiter(
     assert await coordinator.lock_status("c") is None
 
 
+@pytest.mark.local_only  # autojump_clock: mock time cannot drive etcd
 async def test_cancel_inside_lock_releases(
     coordinator: Coordinator, autojump_clock: object
 ) -> None:

@@ -1,10 +1,12 @@
 """Coordination primitives: locks, elections, barriers, agreement, consensus, counters.
 
 :class:`Coordinator` is the interface (a :class:`typing.Protocol`);
-:class:`LocalCoordinator` implements it in-process on Trio primitives (an etcd
-coordinator will implement it cluster-wide). :func:`open_local_coordinator`
-gives it a :class:`~foundation.supervision.TaskSupervisor` for its background
-work (lock leases); ``LocalCoordinator()`` alone does everything else.
+:class:`LocalCoordinator` implements it in-process on Trio primitives and
+:class:`EtcdCoordinator` (:func:`open_etcd_coordinator`) cluster-wide on etcd,
+whose Lock and Election services it shares with ``etcdctl lock``/``elect``.
+:func:`open_local_coordinator` gives the local one a
+:class:`~foundation.supervision.TaskSupervisor` for its background work (lock
+leases); ``LocalCoordinator()`` alone does everything else.
 
 * ``async with coord.lock(name, timeout) as held`` -- FIFO mutual exclusion,
   ``held.fencing_token`` strictly increasing per name; :class:`LockTimeout`.
@@ -32,6 +34,8 @@ from ..errors import LockNotHeld as LockNotHeld
 from ..errors import LockTimeout as LockTimeout
 from ..errors import NodeUnreachable as NodeUnreachable
 from ..errors import UnknownParticipant as UnknownParticipant
+from ._etcd import EtcdCoordinator as EtcdCoordinator
+from ._etcd import open_etcd_coordinator as open_etcd_coordinator
 from ._interface import Barrier as Barrier
 from ._interface import Coordinator as Coordinator
 from ._interface import Counter as Counter
@@ -64,6 +68,7 @@ __all__ = [
     "Decision",
     "DuplicateVote",
     "Election",
+    "EtcdCoordinator",
     "HeldLock",
     "Leader",
     "LeadershipLost",
@@ -84,6 +89,7 @@ __all__ = [
     "UnknownParticipant",
     "VectorClock",
     "Vote",
+    "open_etcd_coordinator",
     "open_local_coordinator",
 ]
 

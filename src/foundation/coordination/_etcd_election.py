@@ -1,0 +1,336 @@
+"""Elections of the etcd coordinator, on etcd's Election service.
+
+An election group G is etcd's election ``prefix + G``: each campaign writes
+the key ``prefix + G + "/" + <lease id in hex>`` holding the candidate as
+raw UTF-8 (as ``etcdctl elect`` does), bound to a lease of its own, and the
+key with the lowest create revision leads. So ``etcdctl elect G`` and our
+campaigns elect together, and ``Term.number`` (the leader key's create
+revision) strictly increases per group.
+
+A campaign joins with one txn (leading at once when it is first, as
+Campaign would answer without waiting), else waits in etcd's Campaign RPC
+raced against its session: Campaign does not stop when its lease ends (etcd
+3.4 even answers for a key that is gone), so a lost lease or a deleted key
+cancels it and the campaign starts again with a fresh lease; the key is read
+back before the campaign counts as won. A cancelled campaign revokes its
+lease (shielded) before it returns.
+
+While leading, the session's guard watches the leader key: a deletion (a
+``resign()`` from another task or process, ``etcdctl``) or the lease
+ending cancels the block, which raises :class:`LeadershipLost`; a
+``resign()`` from inside the block ends it quietly. Within one coordinator
+a newly elected candidate also waits for the previous leader's block of the
+same group to exit, so two leaders' blocks never overlap in one process;
+across processes the term number is the fencing token.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import trio
+
+from .. import telemetry
+from ..errors import EtcdError, LeadershipLost
+from ..etcd import compare_create, op_delete, op_put, op_range
+from ._etcd_session import Changes, Session, session_expired
+from ._local import _check_name
+from ._types import Leader, Term
+
+if TYPE_CHECKING:
+    from ..etcd import KeyValue
+    from ._etcd import EtcdCoordinator
+
+__all__ = ["EtcdElection"]
+
+logger = logging.getLogger("foundation.coordination")
+_emit = telemetry.emit
+
+
+class _Retry(Exception):
+    """Internal: the session was lost before the campaign was won; start again."""
+
+
+class _Candidate:
+    __slots__ = (
+        "candidate",
+        "exited",
+        "key",
+        "lost",
+        "scope",
+        "self_resigned",
+        "session",
+        "task",
+        "term",
+    )
+
+    def __init__(
+        self, task: trio.lowlevel.Task, candidate: str, session: Session, key: bytes, term: int
+    ) -> None:
+        self.task = task
+        self.candidate = candidate
+        self.session = session
+        self.key = key
+        self.term = term
+        self.scope = trio.CancelScope()
+        self.exited = trio.Event()
+        self.lost: str | None = None  # why leadership was taken away
+        self.self_resigned = False
+
+    def on_lost(self, reason: str) -> None:
+        if not self.self_resigned and self.lost is None:
+            self.lost = reason
+        self.scope.cancel()
+
+
+def _leader_of(kvs: list[KeyValue]) -> Leader | None:
+    if not kvs:
+        return None
+    kv = min(kvs, key=lambda kv: kv.create_revision)
+    return Leader(kv.value.decode("utf-8", errors="replace"), kv.create_revision)
+
+
+class EtcdElection:
+    """One election group of an :class:`EtcdCoordinator` (``coord.election(group)``)."""
+
+    __slots__ = ("_coord", "_name", "group")
+
+    def __init__(self, coord: EtcdCoordinator, group: str) -> None:
+        self._coord = coord
+        #: The election group's name (without the coordinator's prefix).
+        self.group = group
+        self._name = coord._prefix + group
+
+    def __repr__(self) -> str:
+        return f"<EtcdElection {self.group!r} (etcd name {self._name!r})>"
+
+    @asynccontextmanager
+    async def campaign(self, candidate: str) -> AsyncIterator[Term]:
+        """Campaign as ``candidate``; the block runs while it leads.
+
+        Entering blocks until elected (FIFO by key creation, across every
+        etcd client) and yields the :class:`Term`. Leaving the block
+        (normally, by an error or by cancellation) revokes the campaign's
+        lease, which ends the term and lets etcd elect the next candidate.
+        Cancelled while campaigning, the candidate's key is gone before
+        the cancellation propagates.
+
+        Raises:
+            LeadershipLost: (out of the block) the leader key was deleted by
+                someone else (``resign()`` from another task or process) or
+                its lease ended; the block was cancelled.
+        """
+        _check_name("candidate", candidate)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        me = await self._elect(candidate)
+        coord = self._coord
+        coord._candidates[me.key] = me
+        try:
+            # Within this coordinator, the previous leader's block exits first.
+            previous = coord._election_blocks.get(self.group)
+            while previous is not None and not previous.is_set():
+                await previous.wait()
+                previous = coord._election_blocks.get(self.group)
+            coord._election_blocks[self.group] = me.exited
+            me.session.on_lost(me.on_lost)
+        except BaseException:
+            await self._step_down(me)
+            raise
+        _emit(
+            "foundation.coordination.election.elected",
+            {"term": me.term},
+            {"group": self.group, "candidate": candidate},
+        )
+        try:
+            with me.scope:
+                yield Term(self.group, candidate, me.term)
+        finally:
+            await self._step_down(me)
+        if me.lost is not None:
+            error = LeadershipLost(self.group, candidate, me.term)
+            logger.warning("%s (%s)", error, me.lost)
+            _emit(
+                "foundation.coordination.election.lost",
+                {"term": me.term},
+                {"group": self.group, "candidate": candidate, "reason": me.lost},
+            )
+            raise error
+
+    async def _elect(self, candidate: str) -> _Candidate:
+        task = trio.lowlevel.current_task()
+        while True:
+            session = await self._coord._open_session(
+                f"election {self.group!r} candidate {candidate!r}"
+            )
+            try:
+                key, term = await self._join(session, candidate)
+            except _Retry:
+                await session.close()
+                continue
+            except BaseException:
+                await session.close()
+                raise
+            return _Candidate(task, candidate, session, key, term)
+
+    async def _join(self, session: Session, candidate: str) -> tuple[bytes, int]:
+        client = self._coord._client
+        queue = self._name + "/"
+        key = f"{queue}{session.lease_id:x}".encode()
+        value = candidate.encode()
+        result = await client.txn(
+            [compare_create(key, "==", 0)],
+            [
+                op_put(key, value, lease=session.lease_id),
+                op_range(queue, prefix=True, keys_only=True),
+            ],
+            [op_range(queue, prefix=True, keys_only=True)],
+            retry_ambiguous=True,
+        )
+        kvs: list[KeyValue] = getattr(result.responses[-1], "kvs", [])
+        mine = next((kv for kv in kvs if kv.key == key), None)
+        if mine is None:
+            raise _Retry
+        term = mine.create_revision
+        session.guard(key, term)
+        if min(kvs, key=lambda kv: kv.create_revision) is mine:
+            return key, term
+        with trio.CancelScope() as scope:
+            remove = session.on_lost(lambda _reason: scope.cancel())
+            try:
+                await client.campaign(self._name, session.lease_id, value)
+            except EtcdError as exc:
+                if session.lost.is_set() or session_expired(exc):
+                    raise _Retry from exc
+                raise
+            finally:
+                remove()
+        if session.lost.is_set():
+            logger.info(
+                "election %r: candidate %r lost its lease while campaigning (%s); campaigning"
+                " again",
+                self.group,
+                candidate,
+                session.reason,
+            )
+            raise _Retry
+        kv = await client.get(key)
+        if kv is None or kv.create_revision != term:
+            raise _Retry  # a "phantom" win: the key went with its lease
+        return key, term
+
+    async def _step_down(self, me: _Candidate) -> None:
+        coord = self._coord
+        if coord._candidates.get(me.key) is me:
+            del coord._candidates[me.key]
+        was_leading = me.lost is None and not me.self_resigned
+        try:
+            await me.session.close()  # shielded; revoking deletes the key
+        finally:
+            me.exited.set()
+            if coord._election_blocks.get(self.group) is me.exited:
+                del coord._election_blocks[self.group]
+        if was_leading:
+            _emit(
+                "foundation.coordination.election.resigned",
+                {"term": me.term},
+                {"group": self.group, "candidate": me.candidate, "by": "exit"},
+            )
+
+    async def leader(self) -> Leader | None:
+        """The current leader (lowest key of the group), or None; one round trip."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        kv = await self._coord._client.leader(self._name)
+        if kv is None:
+            return None
+        return Leader(kv.value.decode("utf-8", errors="replace"), kv.create_revision)
+
+    async def resign(self) -> bool:
+        """End the current leader's term (delete its key); False if nobody led.
+
+        Works on any leader, of this coordinator, another one or ``etcdctl
+        elect``. The leader's block is cancelled: from another task (or
+        process) it raises :class:`LeadershipLost`; from inside the block it
+        ends quietly at its next checkpoint. etcd elects the next candidate
+        at once; within this coordinator, its block waits for the resigned
+        block to exit. The delete is shielded.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        client = self._coord._client
+        kv = await client.leader(self._name)
+        if kv is None:
+            return False
+        caller = trio.lowlevel.current_task()
+        me = self._coord._candidates.get(kv.key)
+        if me is not None:
+            if caller is me.task:
+                me.self_resigned = True
+            elif me.lost is None:
+                me.lost = f"resigned by task {caller.name!r}"
+        with trio.CancelScope(shield=True):
+            result = await client.txn(
+                [compare_create(kv.key, "==", kv.create_revision)], [op_delete(kv.key)]
+            )
+        if me is not None:
+            me.scope.cancel()
+        if result.succeeded:
+            _emit(
+                "foundation.coordination.election.resigned",
+                {"term": kv.create_revision},
+                {
+                    "group": self.group,
+                    "candidate": kv.value.decode("utf-8", errors="replace"),
+                    "by": caller.name,
+                },
+            )
+        return result.succeeded
+
+    def observe(self) -> AsyncIterator[Leader | None]:
+        """Iterate over the leadership: the current leader first, then each change.
+
+        Yields a :class:`Leader`, or None whenever nobody leads. Changes
+        that happen while the consumer is not waiting are coalesced (it sees
+        the latest state). Each step opens a watch from the revision of the
+        last read and closes it before returning, so an abandoned iterator
+        holds no connection.
+        """
+        return _LeaderObserver(self._coord, self._name + "/")
+
+
+class _LeaderObserver:
+    __slots__ = ("_coord", "_first", "_last", "_queue", "_revision")
+
+    def __init__(self, coord: EtcdCoordinator, queue: str) -> None:
+        self._coord = coord
+        self._queue = queue
+        self._first = True
+        self._last: Leader | None = None
+        self._revision = 0
+
+    def __aiter__(self) -> _LeaderObserver:
+        return self
+
+    async def _read(self) -> Leader | None:
+        result = await self._coord._client.range(self._queue, prefix=True)
+        self._revision = result.header.revision
+        return _leader_of(result.kvs)
+
+    async def __anext__(self) -> Leader | None:
+        if self._first:
+            self._first = False
+            self._last = await self._read()
+            return self._last
+        changes = Changes(
+            self._coord._client, self._queue, prefix=True, start_revision=self._revision + 1
+        )
+        try:
+            while True:
+                await changes.next()
+                current = await self._read()
+                if current != self._last:
+                    self._last = current
+                    return current
+        finally:
+            await changes.aclose()

@@ -1,0 +1,384 @@
+"""Locks of the etcd coordinator, on etcd's Lock service.
+
+A lock named N is etcd's lock ``prefix + N``: each acquisition writes the key
+``prefix + N + "/" + <lease id in hex>`` bound to a lease of its own, and
+the key with the lowest create revision under ``prefix + N + "/"`` holds
+the lock, exactly as ``etcdctl lock`` and every other etcd client do it, so
+they exclude each other. The acquisition:
+
+1. grants a fresh lease (:class:`~._etcd_session.Session`);
+2. joins the queue with one txn that creates the key (its value is JSON
+   ``{"holder", "since"}``, which ``etcdctl lock`` ignores) and reads the
+   queue: with the lowest create revision it holds the lock at once (what
+   etcd's Lock RPC would answer without waiting, one round trip saved);
+3. otherwise waits in etcd's Lock RPC, raced against the session: a lease
+   lost while waiting (revoked, expired, the key deleted) cancels the RPC
+   and the acquisition starts again with a new lease; ``timeout`` cancels
+   it with :class:`LockTimeout`. The key is read back afterwards, so a Lock
+   answered for a key that is gone (etcd 3.4 does that after its lease was
+   revoked) never counts as held.
+
+The fencing token is the key's create revision: strictly increasing per lock
+across every client. A cancelled or timed-out acquire revokes its lease
+before it returns (shielded): that deletes the key, and unlike a plain
+delete it also stops a Lock request still in flight on the server from
+creating the key afterwards. Releasing revokes the lease the same way.
+While held, the session's guard watches the key: its lease ending or the
+key being deleted by anyone cancels the holder's block, which raises
+:class:`LockLost`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import trio
+
+from .. import telemetry
+from ..errors import EtcdError, LockLost, LockNotHeld, LockTimeout
+from ..etcd import compare_create, op_put, op_range
+from ._etcd_session import Session, dumps, loads, session_expired
+from ._types import LockStatus
+
+if TYPE_CHECKING:
+    from ..etcd import KeyValue
+    from ._etcd import EtcdCoordinator
+
+__all__ = ["EtcdHeldLock", "EtcdLock", "lock_status"]
+
+logger = logging.getLogger("foundation.coordination")
+_emit = telemetry.emit
+
+
+class _Retry(Exception):
+    """Internal: the session was lost before the lock was held; start again."""
+
+
+class EtcdHeldLock:
+    """A held etcd lock (``async with coord.lock(name) as held``).
+
+    Made by the coordinator; do not instantiate. Sync attributes never block.
+    """
+
+    __slots__ = (
+        "_coord",
+        "_scope",
+        "_session",
+        "holder",
+        "key",
+        "lost",
+        "name",
+        "reason",
+        "released",
+        "since",
+        "task",
+        "token",
+    )
+
+    def __init__(
+        self,
+        coord: EtcdCoordinator,
+        name: str,
+        holder: str,
+        task: trio.lowlevel.Task,
+        session: Session,
+        key: bytes,
+        token: int,
+    ) -> None:
+        self._coord = coord
+        self._session = session
+        #: The lock's name (without the coordinator's prefix).
+        self.name = name
+        #: Who holds it (by default the acquiring task's name).
+        self.holder = holder
+        self.task = task
+        #: The etcd key that holds the lock.
+        self.key = key
+        #: The fencing token: the key's create revision.
+        self.token = token
+        #: When it was granted (:func:`trio.current_time`).
+        self.since = trio.current_time()
+        self.released = False
+        #: True once the lock was taken away (lease ended, key deleted, ttl ran out).
+        self.lost = False
+        #: Why it was lost.
+        self.reason: str | None = None
+        self._scope: trio.CancelScope | None = None
+
+    @property
+    def fencing_token(self) -> int:
+        """Strictly increasing per lock name: pass it along with the writes it guards."""
+        return self.token
+
+    def __repr__(self) -> str:
+        state = "lost" if self.lost else "released" if self.released else "held"
+        return f"<EtcdHeldLock {self.name!r} {state} by {self.holder!r} token={self.token}>"
+
+    def _on_lost(self, reason: str) -> None:
+        if self.released or self.lost:
+            return
+        self.lost = True
+        self.reason = reason
+        logger.warning(
+            "lock %r (holder %r, token %d) lost: %s; the holder's block is cancelled",
+            self.name,
+            self.holder,
+            self.token,
+            reason,
+        )
+        _emit(
+            "foundation.coordination.lock.lost",
+            {"token": self.token, "held": trio.current_time() - self.since},
+            {"lock": self.name, "holder": self.holder, "reason": reason},
+        )
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def release(self) -> None:
+        """Release the lock now (revokes its lease; shielded); leaving the block then does nothing.
+
+        Raises:
+            LockNotHeld: called from another task than the holder, or again.
+            LockLost: the lock was lost before this release.
+        """
+        task = trio.lowlevel.current_task()
+        if task is not self.task:
+            raise LockNotHeld(
+                self.name,
+                f"task {task.name!r} is not its holder (held by {self.holder!r},"
+                f" task {self.task.name!r})",
+            )
+        if self.lost and not self.released:
+            await self._drop("lost")
+            raise LockLost(self.name, self.token)
+        if self.released:
+            raise LockNotHeld(self.name, "it was already released")
+        await self._drop("release")
+
+    async def _drop(self, why: str) -> None:
+        self.released = True
+        if self._coord._holds.get(self.key) is self:
+            del self._coord._holds[self.key]
+        await self._session.close()
+        if why == "release":
+            _emit(
+                "foundation.coordination.lock.release",
+                {"token": self.token, "held": trio.current_time() - self.since},
+                {"lock": self.name, "holder": self.holder},
+            )
+
+
+class EtcdLock:
+    """A handle on one etcd lock name, as ``coord.lock(name, timeout)`` returns it.
+
+    ``async with`` acquires on entry (FIFO, in create-revision order across
+    every etcd client) and releases on exit. :meth:`acquire` and
+    :meth:`release` do the same by hand. A handle may be shared: each task
+    holds and releases its own hold. Not re-entrant: a task asking again
+    waits like anyone else.
+    """
+
+    __slots__ = ("_coord", "_holder", "_holds", "_scoped", "name", "timeout", "ttl")
+
+    def __init__(
+        self,
+        coord: EtcdCoordinator,
+        name: str,
+        timeout: float | None,
+        holder: str | None,
+        ttl: float | None,
+    ) -> None:
+        self._coord = coord
+        self.name = name
+        self.timeout = timeout
+        self.ttl = ttl
+        self._holder = holder
+        self._holds: dict[trio.lowlevel.Task, EtcdHeldLock] = {}
+        self._scoped: dict[trio.lowlevel.Task, EtcdHeldLock] = {}
+
+    def __repr__(self) -> str:
+        return f"<EtcdLock {self.name!r} timeout={self.timeout}>"
+
+    async def acquire(self) -> EtcdHeldLock:
+        """Wait until the lock is held by the calling task (FIFO).
+
+        ``timeout`` bounds the wait in the queue: the first attempt to join
+        it always completes (so ``timeout=0`` takes a free lock). Cancelled
+        or timed out, the waiter's key is gone before this returns.
+
+        Raises:
+            LockTimeout: not granted within the handle's ``timeout``.
+            EtcdError: etcd refused (``EtcdPermissionDenied``...) or no member answered.
+        """
+        hold = await self._acquire()
+        self._holds[hold.task] = hold
+        return hold
+
+    async def release(self) -> None:
+        """Release the calling task's hold on this lock (shielded).
+
+        Raises:
+            LockNotHeld: the calling task holds no lock through this handle.
+            LockLost: the lock was lost before this release.
+        """
+        task = trio.lowlevel.current_task()
+        hold = self._holds.pop(task, None)
+        if hold is None:
+            status = await lock_status(self._coord, self.name)
+            reason = f"task {task.name!r} does not hold it" + (
+                f" (held by {status.holder!r})" if status is not None else " (nobody holds it)"
+            )
+            raise LockNotHeld(self.name, reason)
+        await hold.release()
+
+    async def __aenter__(self) -> EtcdHeldLock:
+        hold = await self._acquire()
+        # The lease can end at any time: the block always runs in a scope
+        # the session's loss cancels.
+        hold._scope = trio.CancelScope()
+        hold._scope.__enter__()
+        self._scoped[hold.task] = hold
+        if hold.lost:
+            hold._scope.cancel()
+        return hold
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        hold = self._scoped.pop(trio.lowlevel.current_task())
+        scope, hold._scope = hold._scope, None
+        swallowed = False
+        try:
+            if scope is not None:
+                swallowed = bool(scope.__exit__(exc_type, exc, tb))
+        finally:
+            if not hold.released:
+                await hold._drop("lost" if hold.lost else "release")  # shielded
+        if hold.lost and (exc_type is None or swallowed):
+            # The block was cancelled (or ended after the loss); its own
+            # error, if any, wins and propagates as itself.
+            raise LockLost(self.name, hold.token)
+        return swallowed
+
+    # -- acquisition ---------------------------------------------------------
+    async def _acquire(self) -> EtcdHeldLock:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        coord = self._coord
+        task = trio.lowlevel.current_task()
+        who = self._holder if self._holder is not None else task.name
+        started = trio.current_time()
+        deadline = math.inf if self.timeout is None else started + self.timeout
+        lock_name = coord._prefix + self.name
+        while True:
+            session = await coord._open_session(f"lock {self.name!r} ({who})")
+            try:
+                key, token = await self._join(session, lock_name, who, deadline)
+            except _Retry:
+                await session.close()
+                continue
+            except BaseException:
+                await session.close()
+                raise
+            hold = EtcdHeldLock(coord, self.name, who, task, session, key, token)
+            coord._holds[key] = hold
+            session.on_lost(hold._on_lost)
+            if self.ttl is not None:
+                session.expire_after(self.ttl)
+            _emit(
+                "foundation.coordination.lock.acquire",
+                {"token": token, "wait": hold.since - started},
+                {"lock": self.name, "holder": who},
+            )
+            return hold
+
+    async def _join(
+        self, session: Session, lock_name: str, who: str, deadline: float
+    ) -> tuple[bytes, int]:
+        client = self._coord._client
+        queue = lock_name + "/"
+        key = f"{queue}{session.lease_id:x}".encode()
+        value = dumps({"holder": who, "since": time.time()}, "holder")
+        # Retrying is safe: a second run finds the key and only reads.
+        result = await client.txn(
+            [compare_create(key, "==", 0)],
+            [
+                op_put(key, value, lease=session.lease_id),
+                op_range(queue, prefix=True, keys_only=True),
+            ],
+            [op_range(queue, prefix=True, keys_only=True)],
+            retry_ambiguous=True,
+        )
+        kvs: list[KeyValue] = getattr(result.responses[-1], "kvs", [])
+        mine = next((kv for kv in kvs if kv.key == key), None)
+        if mine is None:
+            raise _Retry  # the lease ended already: its key is gone
+        token = mine.create_revision
+        session.guard(key, token)
+        if min(kvs, key=lambda kv: kv.create_revision) is mine:
+            return key, token  # first in the queue: held
+        with trio.CancelScope(deadline=deadline) as scope:
+            remove = session.on_lost(lambda _reason: scope.cancel())
+            try:
+                await client.lock(lock_name, session.lease_id)
+            except EtcdError as exc:
+                if session.lost.is_set() or session_expired(exc):
+                    raise _Retry from exc
+                raise
+            finally:
+                remove()
+        if session.lost.is_set():
+            logger.info(
+                "lock %r: lost the lease while waiting (%s); joining the queue again",
+                self.name,
+                session.reason,
+            )
+            raise _Retry
+        if scope.cancelled_caught:
+            assert self.timeout is not None
+            error = LockTimeout(self.name, self.timeout)
+            logger.warning("%s", error)
+            _emit(
+                "foundation.coordination.lock.timeout",
+                {"timeout": self.timeout},
+                {"lock": self.name, "holder": who},
+            )
+            raise error
+        kv = await client.get(key)
+        if kv is None or kv.create_revision != token:
+            raise _Retry  # etcd 3.4 answers Lock even after the key went with its lease
+        return key, token
+
+
+async def lock_status(coord: EtcdCoordinator, name: str) -> LockStatus | None:
+    """Who holds etcd lock ``name`` now (the key with the lowest create revision), or None.
+
+    ``since`` is on this process's Trio clock: exact for holds of this
+    coordinator; for other coordinators converted from the wall-clock time
+    they stored (as exact as the hosts' clocks agree); for holders that
+    store no JSON (``etcdctl lock``) the time of this query. ``holder`` of
+    such a foreign key is its lease ID in hex (the key's last part).
+    """
+    await trio.lowlevel.checkpoint_if_cancelled()
+    queue = coord._prefix + name + "/"
+    result = await coord._client.range(queue, prefix=True)
+    if not result.kvs:
+        return None
+    kv = min(result.kvs, key=lambda kv: kv.create_revision)
+    hold = coord._holds.get(kv.key)
+    if hold is not None and not hold.released:
+        return LockStatus(hold.holder, hold.since, hold.token)
+    now = trio.current_time()
+    data = loads(kv.value)
+    if isinstance(data, dict) and isinstance(data.get("holder"), str):
+        since = data.get("since")
+        age = time.time() - since if isinstance(since, int | float) else 0.0
+        return LockStatus(data["holder"], now - max(age, 0.0), kv.create_revision)
+    holder = kv.key[len(queue.encode()) :].decode(errors="replace")
+    return LockStatus(holder, now, kv.create_revision)

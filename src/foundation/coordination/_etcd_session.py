@@ -1,0 +1,291 @@
+"""Building blocks of the etcd coordinator: sessions (one lease each), key guards, change waits.
+
+A :class:`Session` is one etcd lease of one lock acquisition or one
+campaign (etcd treats a second Lock or Campaign with the same lease as
+already done, DESIGN section 4). Its keepalive runs in a task of the
+coordinator's :class:`~foundation.supervision.TaskSupervisor`, so a lock can
+be acquired in one call and released in another. A session is *lost* when
+its lease ends (keepalive answered TTL 0, or no member renewed it within
+its TTL), when its guarded key is deleted by anyone else (``etcdctl del``,
+a resign from another process), or when a lock's own ``ttl=`` runs out;
+``on_lost`` callbacks then run (they cancel the waiting RPC or the holder's
+block). Closing a session revokes its lease, which deletes every key bound
+to it and makes any later write with it fail, so a Lock or Campaign still
+in flight on the server can never create a key after the close.
+
+:class:`Changes` waits for the next events under a key or prefix from a
+known revision, so a "read state, then wait for a change" loop never misses
+a change that happened between the read and the wait.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ..errors import CompactedRevision, EtcdError, EtcdUnavailable
+
+if TYPE_CHECKING:
+    from ..etcd import EtcdClient, Lease, Watch, WatchEvent
+    from ..supervision import TaskSupervisor
+
+__all__ = ["Changes", "Session", "dumps", "loads", "session_expired"]
+
+logger = logging.getLogger("foundation.coordination")
+
+
+def dumps(value: Any, what: str) -> str:
+    """``value`` as compact JSON (the etcd coordinator stores JSON only, never pickle).
+
+    Raises:
+        TypeError: ``value`` is not JSON-able (NaN and infinities included).
+    """
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"{what} must be JSON-able on the etcd coordinator (dict, list, str, int, float,"
+            f" bool, None), got {type(value).__name__}: {exc}"
+        ) from exc
+
+
+def loads(raw: bytes, default: Any = None) -> Any:
+    """Decode a JSON value written by :func:`dumps`; ``default`` if it is not JSON."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return default
+
+
+def session_expired(exc: EtcdError) -> bool:
+    """True for etcd's "session is expired" answers to Lock/Campaign (etcd 3.5+)."""
+    low = exc.message.lower()
+    return "session" in low and "expired" in low
+
+
+class Session:
+    """One lease, kept alive under the coordinator's task supervisor; see the module docstring.
+
+    Made by :meth:`open`; always :meth:`close` it (shielded; it revokes the lease).
+    """
+
+    def __init__(self, client: EtcdClient, tasks: TaskSupervisor, ttl: int, what: str) -> None:
+        self._client = client
+        self._tasks = tasks
+        self._ttl = ttl
+        #: What the lease is for (logs, task names).
+        self.what = what
+        self._lease: Lease | None = None
+        #: Set once the session is lost (not when it is closed).
+        self.lost = trio.Event()
+        #: Why it was lost (None while it is not).
+        self.reason: str | None = None
+        self._callbacks: list[Callable[[str], None]] = []
+        self._granted = trio.Event()
+        self._stop = trio.Event()
+        self._done = trio.Event()
+        self._error: BaseException | None = None
+        self._closing = False
+        self._timer = trio.CancelScope()
+        self._guard_scope: trio.CancelScope | None = None
+
+    def __repr__(self) -> str:
+        lease = f"{self._lease.id:x}" if self._lease is not None else "-"
+        state = "lost" if self.lost.is_set() else "closed" if self._closing else "live"
+        return f"<Session {self.what} lease={lease} {state}>"
+
+    @classmethod
+    async def open(cls, client: EtcdClient, tasks: TaskSupervisor, ttl: int, what: str) -> Session:
+        """Grant a lease and keep it alive in a task of ``tasks``.
+
+        Raises what the grant raised (``EtcdUnavailable``, ``EtcdAuthError``...).
+        """
+        session = cls(client, tasks, ttl, what)
+        tasks.start_soon(session._run, name=f"etcd-coordinator lease: {what}")
+        try:
+            await session._granted.wait()
+        except BaseException:
+            await session.close()
+            raise
+        if session._error is not None:
+            raise session._error
+        if session._lease is None:
+            raise trio.ClosedResourceError(f"the etcd coordinator is closing: no lease for {what}")
+        return session
+
+    @property
+    def lease_id(self) -> int:
+        assert self._lease is not None
+        return self._lease.id
+
+    async def _run(self) -> None:
+        try:
+            async with self._client.lease(self._ttl) as lease:
+                self._lease = lease
+                lease.on_lost(self._lease_lost)
+                self._granted.set()
+                try:
+                    with self._timer:
+                        await self._stop.wait()
+                except trio.Cancelled:
+                    # The coordinator is closing: what this lease holds goes with it.
+                    self.lose("the etcd coordinator was closed")
+                    raise
+                if self._timer.cancelled_caught and not self._closing:
+                    self.lose(f"its ttl of {self._timer_ttl:g} s ran out")
+                # Leaving the lease's block revokes it: its keys go with it.
+        except Exception as exc:
+            if self._lease is None:
+                self._error = exc  # the opener raises it
+                return
+            self.lose(f"its keepalive failed ({type(exc).__name__}: {exc})")
+            raise  # recorded and logged by the task supervisor
+        finally:
+            self._granted.set()
+            self._done.set()
+
+    _timer_ttl = math.inf
+
+    def expire_after(self, seconds: float) -> None:
+        """Lose the session (and revoke its lease) ``seconds`` from now (a lock's ``ttl=``)."""
+        self._timer_ttl = seconds
+        self._timer.deadline = trio.current_time() + seconds
+
+    def _lease_lost(self, error: EtcdError) -> None:
+        if not self._closing:
+            self.lose(f"its lease {self.lease_id:x} ended ({error.message})")
+
+    def lose(self, reason: str) -> None:
+        """Mark the session lost and run the ``on_lost`` callbacks (once; not after close)."""
+        if self.lost.is_set() or self._closing:
+            return
+        self.reason = reason
+        self.lost.set()
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback(reason)
+
+    def on_lost(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``callback(reason)`` when the session is lost (at once if it is)."""
+        if self.reason is not None:
+            callback(self.reason)
+            return lambda: None
+        self._callbacks.append(callback)
+
+        def remove() -> None:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+
+        return remove
+
+    def guard(self, key: bytes, create_revision: int) -> None:
+        """Lose the session when ``key`` (created at ``create_revision``) is deleted.
+
+        Watches from the revision after the key's creation, so a deletion
+        that already happened is seen too.
+        """
+        scope = self._guard_scope = trio.CancelScope()
+        self._tasks.start_soon(
+            self._guard, key, create_revision, scope, name=f"etcd-coordinator guard: {self.what}"
+        )
+
+    async def _guard(self, key: bytes, create_revision: int, scope: trio.CancelScope) -> None:
+        with scope:
+            changes = Changes(self._client, key, start_revision=create_revision + 1)
+            try:
+                while True:
+                    try:
+                        events = await changes.next()
+                    except EtcdUnavailable as exc:
+                        # The keepalive decides whether the lease is gone; keep watching.
+                        logger.info("%s: watch on its key broke (%s); retrying", self.what, exc)
+                        await trio.sleep(0.5)
+                        continue
+                    if not events:  # compacted: look at the key itself
+                        kv = await self._client.get(key)
+                        gone = kv is None or kv.create_revision != create_revision
+                    else:
+                        gone = any(e.type == "DELETE" and e.kv.key == key for e in events)
+                    if gone:
+                        self.lose(f"its key {key.decode(errors='replace')!r} was deleted")
+                        return
+            finally:
+                await changes.aclose()
+
+    async def close(self) -> None:
+        """Stop the keepalive and revoke the lease (deleting its keys). Shielded, idempotent.
+
+        Bounded by the client's timeout; if no member takes the revoke, the
+        lease runs out its TTL (logged by the client).
+        """
+        self._closing = True
+        self._callbacks.clear()
+        if self._guard_scope is not None:
+            self._guard_scope.cancel()
+        self._stop.set()
+        with trio.CancelScope(shield=True):
+            await self._done.wait()
+
+
+class Changes:
+    """Successive batches of events under a key (or prefix) from a revision on.
+
+    ``await changes.next()`` returns the next non-empty batch; an empty list
+    means etcd compacted the history (re-read the state; waiting resumes
+    from the current revision). Call :meth:`aclose` when done (shielded).
+    """
+
+    def __init__(
+        self,
+        client: EtcdClient,
+        key: str | bytes,
+        *,
+        prefix: bool = False,
+        start_revision: int,
+    ) -> None:
+        self._client = client
+        self._key = key
+        self._prefix = prefix
+        #: The revision the next batch starts at.
+        self.next_revision = start_revision
+        self._stack: AsyncExitStack | None = None
+        self._watch: Watch | None = None
+
+    async def next(self) -> list[WatchEvent]:
+        while True:
+            if self._watch is None:
+                stack = AsyncExitStack()
+                try:
+                    self._watch = await stack.enter_async_context(
+                        self._client.watch(
+                            self._key, prefix=self._prefix, start_revision=self.next_revision
+                        )
+                    )
+                except BaseException:
+                    await stack.aclose()
+                    raise
+                self._stack = stack
+            try:
+                response = await self._watch.__anext__()
+            except CompactedRevision:
+                await self.aclose()
+                self.next_revision = await self._client.current_revision() + 1
+                return []
+            except BaseException:
+                await self.aclose()
+                raise
+            self.next_revision = max(self.next_revision, self._watch.next_revision)
+            if response.events:
+                return response.events
+
+    async def aclose(self) -> None:
+        stack, self._stack, self._watch = self._stack, None, None
+        if stack is not None:
+            with trio.CancelScope(shield=True):
+                await stack.aclose()
