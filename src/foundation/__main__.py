@@ -12,6 +12,7 @@ Commands:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -125,6 +126,36 @@ def _parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="seed of the access-order shuffles (default 0)"
     )
     bench.add_argument("--no-progress", action="store_true", help="do not print progress on stderr")
+    bench.add_argument(
+        "--etcd",
+        metavar="URLS",
+        default=None,
+        help=(
+            "measure the etcd backend instead: registrations/s and watch propagation"
+            " p50/p99 against these comma-separated endpoints (e.g. http://127.0.0.1:2379)"
+        ),
+    )
+    bench.add_argument(
+        "--etcd-count",
+        type=_positive,
+        default=5000,
+        metavar="N",
+        help="registrations per etcd throughput measurement (default 5000)",
+    )
+    bench.add_argument(
+        "--etcd-tasks",
+        type=_positive,
+        default=128,
+        metavar="N",
+        help="concurrent register() tasks (default 128)",
+    )
+    bench.add_argument(
+        "--etcd-samples",
+        type=_positive,
+        default=500,
+        metavar="N",
+        help="propagation latency samples (default 500)",
+    )
     for name in _NOT_YET:
         sub.add_parser(name, help="not implemented yet", add_help=False).add_argument(
             "rest", nargs=argparse.REMAINDER
@@ -160,8 +191,38 @@ class _Progress:
             self.stream.flush()
 
 
+def _bench_etcd(args: argparse.Namespace) -> int:
+    import trio
+
+    from . import _bench_etcd
+
+    endpoints = [e.strip() for e in args.etcd.split(",") if e.strip()]
+    if not args.no_progress:
+        sys.stderr.write(f"measuring the etcd backend against {', '.join(endpoints)}\n")
+        sys.stderr.flush()
+    result = trio.run(
+        functools.partial(
+            _bench_etcd.run_etcd,
+            endpoints,
+            count=args.etcd_count,
+            tasks=args.etcd_tasks,
+            samples=args.etcd_samples,
+        )
+    )
+    if args.json:
+        json.dump(result, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(_bench_etcd.format_etcd_table(result) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from . import _bench
+
+    if args.etcd:
+        return _bench_etcd(args)
 
     sizes = args.sizes or list(_bench.QUICK_SIZES if args.quick else _bench.FULL_SIZES)
     rounds = args.rounds or (3 if args.quick else 5)

@@ -44,7 +44,6 @@ def backend_from_env(default: str = "auto") -> str:
         return default
     if value not in LOCAL_BACKENDS:
         raise ConfigError(
-            f"FOUNDATION_BACKEND={raw!r} is not a backend; use one of"
-            f" {', '.join(LOCAL_BACKENDS)}"
+            f"FOUNDATION_BACKEND={raw!r} is not a backend; use one of {', '.join(LOCAL_BACKENDS)}"
         )
     return value
