@@ -36,6 +36,9 @@ from ._ops import (
     PutResult,
     RangeResult,
     TxnResult,
+    op_delete,
+    op_put,
+    op_range,
     parse_delete,
     parse_put,
     parse_range,
@@ -131,19 +134,17 @@ class EtcdClient:
         serializable: bool = False,
     ) -> RangeResult:
         """Read ``key``, or every key under it with ``prefix=True`` (at ``revision``, if set)."""
-        body: dict[str, Any] = {"key": b64(key)}
-        if prefix:
-            body["range_end"] = b64(prefix_end(key))
-        elif range_end is not None:
-            body["range_end"] = b64(range_end)
+        # The same request a txn's range operation carries, plus the read options.
+        body: dict[str, Any] = op_range(
+            key,
+            prefix=prefix,
+            range_end=range_end,
+            limit=limit,
+            keys_only=keys_only,
+            count_only=count_only,
+        )["request_range"]
         if revision:
             body["revision"] = str(revision)
-        if limit:
-            body["limit"] = str(limit)
-        if keys_only:
-            body["keys_only"] = True
-        if count_only:
-            body["count_only"] = True
         if serializable:
             body["serializable"] = True
         return parse_range(await self._transport.call("/v3/kv/range", body, retry_ambiguous=True))
@@ -158,13 +159,9 @@ class EtcdClient:
         ignore_lease: bool = False,
     ) -> PutResult:
         """Set ``key`` to ``value`` (bound to ``lease`` when non-zero)."""
-        body: dict[str, Any] = {"key": b64(key), "value": b64(value)}
-        if lease:
-            body["lease"] = str(lease)
-        if prev_kv:
-            body["prev_kv"] = True
-        if ignore_lease:
-            body["ignore_lease"] = True
+        body = op_put(key, value, lease=lease, prev_kv=prev_kv, ignore_lease=ignore_lease)[
+            "request_put"
+        ]
         # A put sets an absolute value: sending it twice is harmless.
         return parse_put(await self._transport.call("/v3/kv/put", body, retry_ambiguous=True))
 
@@ -172,11 +169,7 @@ class EtcdClient:
         self, key: str | bytes, *, prefix: bool = False, prev_kv: bool = False
     ) -> DeleteResult:
         """Delete ``key`` (or every key under it); ``deleted`` says how many went."""
-        body: dict[str, Any] = {"key": b64(key)}
-        if prefix:
-            body["range_end"] = b64(prefix_end(key))
-        if prev_kv:
-            body["prev_kv"] = True
+        body = op_delete(key, prefix=prefix, prev_kv=prev_kv)["request_delete_range"]
         return parse_delete(
             await self._transport.call("/v3/kv/deleterange", body, retry_ambiguous=True)
         )
