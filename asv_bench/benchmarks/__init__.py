@@ -1,0 +1,1 @@
+"""asv benchmarks of trio-foundation (see ``asv_bench/asv.conf.json``)."""
