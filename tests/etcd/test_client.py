@@ -416,3 +416,11 @@ async def test_every_installed_etcd_version_speaks_the_same_gateway(binaries: An
                 async with etcd.watch("k", start_revision=won.revision) as events:
                     response = await events.__anext__()
             assert response.events[0].kv.value == b"v"
+
+
+async def test_a_stream_refused_at_open_is_a_typed_error(etcd: EtcdClient) -> None:
+    # A path the gateway does not serve answers 404 before any line streams.
+    with trio.fail_after(10), pytest.raises(errors.EtcdError) as info:
+        async with etcd._transport.stream("/v3/no/such/stream", {}) as (_, lines):
+            await lines.__anext__()
+    assert not isinstance(info.value, errors.EtcdUnavailable)

@@ -13,7 +13,7 @@ when its lease expires (race it against the lease, as
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -237,7 +237,7 @@ class EtcdClient:
             raise errors.EtcdError(str(result["error"]), None, self.current_endpoint)
         return Lease(self, int_field(result, "ID"), int_field(result, "TTL"))
 
-    def lease(self, ttl: int, *, keepalive: bool = True) -> Any:
+    def lease(self, ttl: int, *, keepalive: bool = True) -> AbstractAsyncContextManager[Lease]:
         """``async with client.lease(ttl) as lease``: granted, kept alive, revoked at exit."""
         return open_lease(self, ttl, keepalive=keepalive)
 
@@ -343,7 +343,7 @@ class EtcdClient:
         await self._transport.call("/v3/lock/unlock", {"key": b64(key)}, retry_ambiguous=True)
 
     # -- cluster -----------------------------------------------------------------------
-    async def status(self, endpoint: str | None = None) -> dict[str, Any]:
+    async def status(self) -> dict[str, Any]:
         """The current member's status (version, leader, raft index...)."""
         return await self._transport.call("/v3/maintenance/status", {}, retry_ambiguous=True)
 

@@ -145,6 +145,15 @@ def error_from_body(
     return errors.EtcdError(message, code, endpoint)
 
 
+def error_from_text(status: int, text: str, endpoint: str) -> errors.EtcdError | _Retry:
+    """Map a non-200 gateway answer whose body is ``text`` (JSON, or anything else)."""
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        obj = None
+    return error_from_body(status, obj if isinstance(obj, dict) else None, endpoint, text[:200])
+
+
 class Transport:
     """Posts JSON to the gateway of whichever member answers; see the module docstring."""
 
@@ -213,6 +222,12 @@ class Transport:
             {"from": endpoint, "to": self.current_endpoint, "reason": why},
         )
 
+    async def _pause_after(self, attempt: int) -> None:
+        """Back off once every endpoint has failed in a row (50 ms doubling, at most 0.5 s)."""
+        rounds, rest = divmod(attempt, len(self.endpoints))
+        if rest == 0:
+            await trio.sleep(min(0.05 * 2**rounds, 0.5))
+
     # -- auth ------------------------------------------------------------------
     async def authenticate(self) -> None:
         """Fetch a fresh token (no-op without credentials)."""
@@ -279,8 +294,7 @@ class Transport:
                     await self.authenticate()
                     continue
                 attempt += 1
-                if attempt % len(self.endpoints) == 0:
-                    await trio.sleep(min(0.05 * 2 ** (attempt // len(self.endpoints)), 0.5))
+                await self._pause_after(attempt)
         assert scope.cancelled_caught
         raise errors.EtcdUnavailable(
             f"no member answered {path} within {limit:g} s ({last_why})", None, last_endpoint
@@ -331,10 +345,7 @@ class Transport:
                 return result
         if response.status_code == 200:
             raise errors.EtcdError(f"unreadable answer {text[:200]!r}", None, endpoint)
-        err = error_from_body(
-            response.status_code, obj if isinstance(obj, dict) else None, endpoint, text[:200]
-        )
-        raise err
+        raise error_from_text(response.status_code, text, endpoint)
 
     # -- streams -------------------------------------------------------------
     @asynccontextmanager
@@ -379,16 +390,11 @@ class Transport:
                 else:
                     if response.status_code == 200:
                         break
+                    status = response.status_code
                     text = (await response.aread()).decode("utf-8", "replace")
                     await response.aclose()
                     response = None
-                    try:
-                        obj = json.loads(text)
-                    except ValueError:
-                        obj = None
-                    err = error_from_body(
-                        200, obj if isinstance(obj, dict) else None, endpoint, text[:200]
-                    )
+                    err = error_from_text(status, text, endpoint)
                     if isinstance(err, _Retry):
                         last_why = err.why
                         self._fail_over(endpoint, err.why)
@@ -403,8 +409,7 @@ class Transport:
                     else:
                         raise err
                 attempt += 1
-                if attempt % len(self.endpoints) == 0:
-                    await trio.sleep(min(0.05 * 2 ** (attempt // len(self.endpoints)), 0.5))
+                await self._pause_after(attempt)
         if response is None:
             raise errors.EtcdUnavailable(
                 f"no member accepted the stream {path} within {limit:g} s ({last_why})",
