@@ -487,6 +487,10 @@ class EtcdBackend:
     async def aunregister(self, ns: Hashable, name: Hashable) -> bool:
         """Delete ``(ns, name)``; False if it was absent (or the registry is closed)."""
         key = encode_key(self._prefix, REG, ns, name)
+        return await self._delete_key(key)
+
+    async def _delete_key(self, key: bytes) -> bool:
+        """Delete one name or membership key (shielded once sent); False if absent or closed."""
         if self._closed:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return False
@@ -603,15 +607,7 @@ class EtcdBackend:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return False  # not JSON: cannot be a member
         key = encode_member_key(self._prefix, ns, group, canonical)
-        if self._closed:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return False
-        with trio.CancelScope(shield=True):
-            result = await self._call(self._client.delete, key)
-            self._apply_delete(key, result.header.revision, ours=True)
-        if result.deleted:
-            self._writes += 1
-        return result.deleted > 0
+        return await self._delete_key(key)
 
     async def sync(self) -> None:
         """Wait until the table reflects every write to the prefix made before this call.
