@@ -93,6 +93,12 @@ def _extensions() -> list[Extension]:
             "boundscheck": False,
             "wraparound": False,
             "cdivision": True,
+            # methods as plain C method descriptors (binding=False: calls skip
+            # the cyfunction layer), their signatures kept in the docstrings
+            # in the form inspect.signature() reads
+            "binding": False,
+            "embedsignature": True,
+            "embedsignature.format": "clinic",
         },
         gdb_debug=DEBUG_BUILD,
         quiet=True,

@@ -78,6 +78,123 @@ static inline Py_hash_t fdn_hash(PyObject *o)
 }
 
 /*
+ * The read fast path of lookup()/get(): both key parts exact str with their
+ * hash cached (a long-lived service name's always is). Reports
+ *   FDN_HIT   *value = the stored value (borrowed), hit counted;
+ *   FDN_MISS  no equal key can be stored (the probe met an empty slot before
+ *             any slot with the same hash), miss counted if count_miss;
+ *   FDN_CANDIDATE  anything else: the caller takes the general path, which
+ *             hashes any object and calls __eq__.
+ * No Python code runs and nothing can fail, so under the GIL it needs no
+ * lock; on free-threaded builds it always defers to the general path, whose
+ * probe runs in the shard's critical section.
+ */
+static inline int fdn_get_str(fdn_shard *sh, size_t n, PyObject *ns,
+                              PyObject *name, PyObject **value, int count_miss)
+{
+#if FDN_FREETHREADED || defined(Py_LIMITED_API)
+    (void)sh; (void)n; (void)ns; (void)name; (void)value; (void)count_miss;
+    return FDN_CANDIDATE;
+#else
+    Py_hash_t h1, h2;
+    uint64_t h;
+    fdn_shard *s;
+    size_t pos;
+    int r;
+
+    if (!PyUnicode_CheckExact(ns) || !PyUnicode_CheckExact(name))
+        return FDN_CANDIDATE;
+    h1 = ((PyASCIIObject *)ns)->hash;
+    h2 = ((PyASCIIObject *)name)->hash;
+    if (h1 == -1 || h2 == -1)
+        return FDN_CANDIDATE;
+    h = fdn_mix2((uint64_t)h1, (uint64_t)h2);
+    s = &sh[fdn_shard_of(h, n)];
+    pos = (size_t)h & s->main.mask;
+    r = fdn_probe(&s->main, h, ns, name, &pos);
+    if (r == FDN_HIT) {
+        s->hits++;
+        *value = (PyObject *)s->main.slots[pos].value;
+    } else if (r == FDN_MISS && count_miss) {
+        s->misses++;
+    }
+    return r;
+#endif
+}
+
+/*
+ * METH_FASTCALL|METH_KEYWORDS methods put in front of Cython def methods.
+ *
+ * Cython's def methods parse their arguments in a generic wrapper; for
+ * lookup()/get(), whose whole work is ~20 instructions, that wrapper was
+ * half the cost of a call. fdn_install_fastcall() replaces the type's
+ * method with a C function taking the vector of arguments as given (no
+ * tuple, no parsing); the function handles the common case itself and
+ * hands every other call, keywords included, to the original def through
+ * fdn_call_general(), so errors and signatures stay the def's.
+ */
+typedef PyObject *(*fdn_fastcall)(PyObject *self, PyObject **args,
+                                  Py_ssize_t nargs, PyObject *kwnames);
+
+/* Call fn(self, *args, **kwnames) by vectorcall (fn: an unbound method). */
+static PyObject *fdn_call_general(PyObject *fn, PyObject *self,
+                                  PyObject **args, Py_ssize_t nargs,
+                                  PyObject *kwnames)
+{
+    PyObject *small[6];
+    PyObject **stack = small;
+    PyObject *r;
+    Py_ssize_t i, total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+
+    if (total + 1 > (Py_ssize_t)(sizeof(small) / sizeof(small[0]))) {
+        stack = (PyObject **)PyMem_Malloc((size_t)(total + 1) * sizeof(PyObject *));
+        if (stack == NULL)
+            return PyErr_NoMemory();
+    }
+    stack[0] = self;
+    for (i = 0; i < total; i++)
+        stack[i + 1] = args[i];
+    r = PyObject_Vectorcall(fn, stack, (size_t)nargs + 1, kwnames);
+    if (stack != small)
+        PyMem_Free(stack);
+    return r;
+}
+
+/* Replace type.<name> by a METH_FASTCALL|METH_KEYWORDS descriptor for fn,
+ * documented by doc (a str, kept alive forever like the type). 0 / -1. */
+static int fdn_install_fastcall(PyTypeObject *type, const char *name,
+                                fdn_fastcall fn, PyObject *doc)
+{
+    PyMethodDef *def;
+    PyObject *descr;
+    const char *text = NULL;
+    int r;
+
+    if (doc != Py_None) {
+        text = PyUnicode_AsUTF8(doc);
+        if (text == NULL)
+            return -1;
+    }
+    def = (PyMethodDef *)PyMem_Calloc(1, sizeof(PyMethodDef)); /* lives forever */
+    if (def == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_INCREF(doc);
+    def->ml_name = name;
+    def->ml_meth = (PyCFunction)(void (*)(void))fn;
+    def->ml_flags = METH_FASTCALL | METH_KEYWORDS;
+    def->ml_doc = text;
+    descr = PyDescr_NewMethod(type, def);
+    if (descr == NULL)
+        return -1;
+    r = PyDict_SetItemString(type->tp_dict, name, descr);
+    Py_DECREF(descr);
+    PyType_Modified(type);
+    return r;
+}
+
+/*
  * Equality of a stored key part with a probe key part: 1, 0, or -1 with an
  * exception set. May run Python code (the key's __eq__), so the stored
  * object is kept alive across the call; the caller re-checks the shard

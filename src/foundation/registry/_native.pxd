@@ -101,6 +101,15 @@ cdef extern from "Python.h":
 
 cdef extern from "fdn_python.h":
     bint FDN_FREETHREADED
+    # the str fast path of lookup()/get() and the fastcall method glue
+    int fdn_get_str(fdn_shard *sh, size_t n, PyObject *ns, PyObject *name,
+                    PyObject **value, int count_miss) noexcept
+    ctypedef PyObject *(*fdn_fastcall)(PyObject *self, PyObject **args,
+                                       Py_ssize_t nargs, PyObject *kwnames) noexcept
+    PyObject *fdn_call_general(PyObject *fn, PyObject *self, PyObject **args,
+                               Py_ssize_t nargs, PyObject *kwnames) noexcept
+    int fdn_install_fastcall(PyTypeObject *type, const char *name, fdn_fastcall fn,
+                             object doc) except -1
     int fdn_traverse_shards(fdn_shard *sh, size_t n, fdn_visitproc visit, void *arg) noexcept
     void fdn_use_python_allocator() noexcept
     void fdn_inject_alloc_failure(Py_ssize_t after) noexcept

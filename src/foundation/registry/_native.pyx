@@ -1,4 +1,4 @@
-# cython: language_level=3, freethreading_compatible=True
+# cython: language_level=3, freethreading_compatible=True, binding=False
 """The native registry backend: a Cython binding over the C table in csrc/.
 
 Layout (see csrc/fdn_table.h): ``partitions`` shards, each an open-addressing
@@ -1194,3 +1194,58 @@ cdef int _gc_clear(PyObject *o) noexcept:
 
 (<fdn_type *>NativeBackend).tp_traverse = _gc_traverse
 (<fdn_type *>NativeBackend).tp_clear = _gc_clear
+
+
+# lookup() and get() are most of what a registry does; their def wrappers
+# (generic argument parsing, a reference taken on each argument) cost as much
+# as the probe itself. So each gets a METH_FASTCALL front (csrc/fdn_python.h,
+# fdn_install_fastcall) that answers a str key from the table directly and
+# passes every other call, keywords and errors included, to the def below it.
+cdef PyObject *_lookup_general = <PyObject *>NativeBackend.__dict__["lookup"]
+cdef PyObject *_get_general = <PyObject *>NativeBackend.__dict__["get"]
+# the two defs stay referenced here after the type's dict drops them
+cdef tuple _generals = (NativeBackend.__dict__["lookup"], NativeBackend.__dict__["get"])
+
+
+cdef PyObject *_lookup_fast(PyObject *self, PyObject **args, Py_ssize_t nargs,
+                            PyObject *kwnames) noexcept:
+    cdef PyObject *v
+    cdef NativeBackend b
+    if nargs == 2 and kwnames == NULL:
+        b = <NativeBackend>self
+        if fdn_get_str(b._sh, b._n, args[0], args[1], &v, 0) == FDN_HIT:
+            fdn_incref(v)
+            return v
+    return fdn_call_general(_lookup_general, self, args, nargs, kwnames)
+
+
+cdef PyObject *_get_fast(PyObject *self, PyObject **args, Py_ssize_t nargs,
+                         PyObject *kwnames) noexcept:
+    cdef PyObject *v
+    cdef NativeBackend b
+    cdef int r
+    if (nargs == 2 or nargs == 3) and kwnames == NULL:
+        b = <NativeBackend>self
+        r = fdn_get_str(b._sh, b._n, args[0], args[1], &v, 1)
+        if r == FDN_HIT:
+            fdn_incref(v)
+            return v
+        if r == FDN_MISS:
+            v = args[2] if nargs == 3 else <PyObject *>None
+            fdn_incref(v)
+            return v
+    return fdn_call_general(_get_general, self, args, nargs, kwnames)
+
+
+def _clinic_doc(descr):
+    """The docstring with its signature line, as inspect.signature() reads it."""
+    if descr.__text_signature__ is None:
+        return descr.__doc__
+    return f"{descr.__name__}{descr.__text_signature__}\n--\n\n{descr.__doc__}"
+
+
+fdn_install_fastcall(<PyTypeObject *>NativeBackend, "lookup", _lookup_fast,
+                     _clinic_doc(NativeBackend.__dict__["lookup"]))
+fdn_install_fastcall(<PyTypeObject *>NativeBackend, "get", _get_fast,
+                     _clinic_doc(NativeBackend.__dict__["get"]))
+del _clinic_doc
