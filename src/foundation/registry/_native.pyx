@@ -157,11 +157,12 @@ cdef void _buf_release(_buf *b, bint full) noexcept:
     cdef size_t i
     cdef int k
     for i in range(b.n):
+        # XDECREF: a select scan empties the items it drops or moves
         if full:
             for k in range(5):
-                fdn_decref(b.items[i].p[k])
+                fdn_xdecref(b.items[i].p[k])
         else:
-            fdn_decref(b.items[i].p[1])
+            fdn_xdecref(b.items[i].p[1])
     PyMem_Free(b.items)
     b.items = NULL
     b.n = b.cap = 0
@@ -673,7 +674,50 @@ cdef class NativeBackend:
                     if reg is not None and query.matches(reg):
                         out.append(reg)
                 return out
-        return [reg for reg in self.registrations(ns) if query.matches(reg)]
+        if query.predicate is not None:
+            return [reg for reg in self.registrations(ns) if query.matches(reg)]
+        return self._scan(ns, query.metadata_matches)
+
+    cdef list _scan(self, object ns, object matches):
+        """The registrations of ``ns`` whose metadata passes ``matches``, in
+        registration order. Tests the stored metadata before anything is
+        built, so a 1% query over 1e5 entries builds 1e3 registrations, not
+        1e5."""
+        cdef _buf b
+        cdef bint mixed = False
+        cdef size_t i, j = 0
+        cdef int k
+        cdef list out
+        cdef _item *it
+        b.items = NULL
+        b.n = b.cap = 0
+        try:
+            self._gather(ns, &b, True, &mixed, ns is None)
+            for i in range(b.n):
+                it = &b.items[i]
+                if matches(<object>it.p[3]):
+                    if j != i:
+                        b.items[j] = it[0]
+                        for k in range(5):
+                            it.p[k] = NULL  # moved: _buf_release skips it
+                    j += 1
+                else:
+                    for k in range(5):
+                        fdn_xdecref(it.p[k])
+                        it.p[k] = NULL
+            b.n = j
+            if mixed:
+                qsort(b.items, b.n, sizeof(_item), _cmp_items)
+            out = PyList_New(b.n)
+            for i in range(b.n):
+                it = &b.items[i]
+                reg = _reg(<object>it.p[0], <object>it.p[1], <object>it.p[2],
+                           <object>it.p[3], <object>it.p[4])
+                fdn_incref(<PyObject *>reg)  # the list's own reference
+                fdn_list_set_item(out, i, <PyObject *>reg)
+        finally:
+            _buf_release(&b, True)
+        return out
 
     def members(self, ns, group):
         """The members of group ``(ns, group)``, in join order."""

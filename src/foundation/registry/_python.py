@@ -254,6 +254,9 @@ class PythonBackend:
                     if reg is not None and query.matches(reg):
                         out.append(reg)
                 return out
+        if query.predicate is None:
+            matches = query.metadata_matches
+            return [reg for reg in self.registrations(ns) if matches(reg.metadata)]
         return [reg for reg in self.registrations(ns) if query.matches(reg)]
 
     def members(self, ns: Hashable, group: Hashable) -> list[Registration]:

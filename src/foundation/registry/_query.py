@@ -27,7 +27,8 @@ the field to be present.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from ..errors import InvalidQuery
@@ -93,6 +94,46 @@ class _Criterion:
             return False
 
 
+def _equalities_matcher(pairs: Sequence[tuple[str, Any]]) -> Callable[[Any], bool]:
+    """A metadata test for criteria that are all top-level equalities.
+
+    The common query (``where={"role": "db"}``) runs once per entry of a
+    scan, so it skips what the general criterion pays for: the ``Mapping``
+    ABC check (stored metadata is a ``MappingProxyType``; anything else takes
+    the slow check) and one call per criterion. Same answers as
+    :meth:`_Criterion.holds`.
+    """
+
+    def matches(metadata: Any) -> bool:
+        if type(metadata) is not MappingProxyType and not isinstance(metadata, Mapping):
+            return False
+        for field, operand in pairs:
+            try:
+                value = metadata.get(field, _MISSING)
+                # __eq__ as "eq" means, not __ne__ (a type may define them apart)
+                if value is _MISSING or not (value == operand):  # noqa: SIM201
+                    return False
+            except Exception:
+                # as _Criterion.holds: an odd entry never matches, never raises
+                return False
+        return True
+
+    return matches
+
+
+def _criteria_matcher(criteria: Sequence[_Criterion]) -> Callable[[Any], bool]:
+    """A metadata test for any criteria: each one's :meth:`_Criterion.holds`."""
+
+    def matches(metadata: Any) -> bool:
+        return all(crit.holds(metadata) for crit in criteria)
+
+    return matches
+
+
+def _always(metadata: Any) -> bool:
+    return True
+
+
 def _compile(field: Any, condition: Any) -> _Criterion:
     if not isinstance(field, str):
         raise InvalidQuery(
@@ -152,7 +193,7 @@ class Query:
         q.matches(registration)
     """
 
-    __slots__ = ("_criteria", "equalities", "predicate", "where")
+    __slots__ = ("_criteria", "equalities", "metadata_matches", "predicate", "where")
 
     #: The criteria as given (``None`` when there are none).
     where: Mapping[str, Any] | None
@@ -161,6 +202,10 @@ class Query:
     #: Top-level (non-dotted) fields tested for equality with a hashable
     #: operand: what a metadata index can serve in O(matches).
     equalities: dict[str, Any]
+    #: ``metadata_matches(metadata) -> bool``: the ``where`` criteria alone,
+    #: never raising; a backend can test stored metadata with it before it
+    #: builds a :class:`Registration` for the entry.
+    metadata_matches: Callable[[Any], bool]
 
     def __init__(
         self,
@@ -189,6 +234,12 @@ class Query:
                 continue
             equalities[crit.field] = crit.operand
         self.equalities = equalities
+        if not criteria:
+            self.metadata_matches = _always
+        elif all(c.op == "eq" and len(c.path) == 1 for c in criteria):
+            self.metadata_matches = _equalities_matcher([(c.field, c.operand) for c in criteria])
+        else:
+            self.metadata_matches = _criteria_matcher(criteria)
 
     def __repr__(self) -> str:
         return f"Query(where={self.where!r}, predicate={self.predicate!r})"
@@ -199,9 +250,7 @@ class Query:
         Raises:
             Exception: whatever the user's predicate raises, unchanged.
         """
-        metadata = reg.metadata
-        for crit in self._criteria:
-            if not crit.holds(metadata):
-                return False
+        if not self.metadata_matches(reg.metadata):
+            return False
         predicate = self.predicate
         return predicate is None or bool(predicate(reg))
