@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ..config import etcd_endpoints_from_env
 from ..errors import ConfigError
 from ..etcd import EtcdClient, open_etcd_client
 from ..supervision import TaskSupervisor, open_task_supervisor
@@ -224,7 +225,7 @@ def _check_ttl(ttl: float) -> int:
 
 @asynccontextmanager
 async def open_etcd_coordinator(
-    endpoints: str | Sequence[str],
+    endpoints: str | Sequence[str] | None = None,
     *,
     prefix: str = "foundation/",
     ttl: float = 10,
@@ -245,7 +246,7 @@ async def open_etcd_coordinator(
 
     Args:
         endpoints: etcd client URLs (``"http://127.0.0.1:2379"``), or one
-            comma-separated string.
+            comma-separated string; default :envvar:`FOUNDATION_ETCD_ENDPOINTS`.
         prefix: Put before every name; ``""`` uses etcd's names as they are
             (interoperates with ``etcdctl lock``/``elect``).
         ttl: Seconds each lock's and campaign's lease lives without a
@@ -271,6 +272,13 @@ async def open_etcd_coordinator(
     if not isinstance(prefix, str):
         raise ConfigError(f'prefix={prefix!r}: use a str ("" for none)')
     lease_ttl = _check_ttl(ttl)
+    if endpoints is None:
+        endpoints = etcd_endpoints_from_env()
+    if endpoints is None:
+        raise ConfigError(
+            "no etcd endpoints: pass endpoints=['http://host:2379', ...] or set"
+            " FOUNDATION_ETCD_ENDPOINTS to comma-separated URLs"
+        )
     async with open_etcd_client(
         endpoints,
         username=username,

@@ -2,7 +2,7 @@
 
 Layout (DESIGN sections 2 and 5):
 
-* **Read side.** A local table (``make_backend("auto")``: native when built)
+* **Read side.** A local table (native when built, else the python twin)
   private to the backend holds the registry's view. Its read methods ARE the
   backend's (``backend.lookup is table.lookup``), so a lookup on etcd costs
   what it costs locally, and its change events ARE the backend's events
@@ -79,6 +79,7 @@ from ..etcd import (
     open_etcd_client,
     prefix_end,
 )
+from . import _compat
 from ._backend import Backend
 from ._etcd_codec import (
     GRP,
@@ -1493,7 +1494,9 @@ async def open_etcd_backend(
 
     _check_options(prefix, ttl, indexes)
     # The read table first: bad partitions/indexes fail before any connection.
-    table = make_backend("auto", partitions=partitions, indexes=indexes)
+    # Native when built; not "auto", which FOUNDATION_BACKEND=etcd points back here.
+    local = "native" if _compat.NATIVE else "python"
+    table = make_backend(local, partitions=partitions, indexes=indexes)
     try:
         async with open_etcd_client(
             endpoints,

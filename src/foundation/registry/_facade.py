@@ -23,7 +23,7 @@ import trio
 
 from .. import errors
 from .._util import reraise_collapsed
-from ..config import backend_from_env
+from ..config import backend_from_env, etcd_endpoints_from_env
 from . import _compat
 from ._backend import AsyncWrites, Backend
 from ._events import Listeners
@@ -62,6 +62,12 @@ def make_backend(
     name = backend.strip().lower()
     if name == "auto":
         name = backend_from_env("auto")
+        if name == "etcd":
+            raise errors.ConfigError(
+                "FOUNDATION_BACKEND=etcd: an etcd registry is opened with"
+                " `async with open_registry() as registry:`; Registry() builds local"
+                " backends only (unset the variable, or use open_registry)"
+            )
     if name == "auto":
         name = "native" if _compat.NATIVE else "python"
     if name == "native":
@@ -879,7 +885,9 @@ async def open_registry(
     """Open a :class:`Registry` for the duration of an ``async with`` block.
 
     Local backends (``auto``, ``native``, ``python``) open at once. With
-    ``backend="etcd"`` the registry connects to ``endpoints``, lives under
+    ``backend="etcd"`` (or ``auto`` with :envvar:`FOUNDATION_BACKEND` ``=etcd``)
+    the registry connects to ``endpoints`` (default:
+    :envvar:`FOUNDATION_ETCD_ENDPOINTS`), lives under
     ``prefix``, holds one lease of ``ttl`` seconds, and takes the connection
     keywords ``username``/``password`` (etcd auth) and ``ca_cert``/
     ``client_cert``/``client_key`` (TLS); ``timeout`` bounds each etcd call.
@@ -892,9 +900,17 @@ async def open_registry(
         EtcdAuthError / EtcdPermissionDenied / EtcdUnavailable: etcd refused
             or did not answer (nothing was written).
     """
-    if isinstance(backend, str) and backend.strip().lower() == "etcd":
+    name = backend.strip().lower() if isinstance(backend, str) else None
+    if name == "auto" and backend_from_env("auto") == "etcd":
+        name = "etcd"
+    if name == "etcd":
         if endpoints is None:
-            raise errors.ConfigError("backend='etcd' needs endpoints=['http://host:2379', ...]")
+            endpoints = etcd_endpoints_from_env()
+        if endpoints is None:
+            raise errors.ConfigError(
+                "backend='etcd' needs endpoints=['http://host:2379', ...]"
+                " (or FOUNDATION_ETCD_ENDPOINTS set to comma-separated URLs)"
+            )
         from ._etcd import open_etcd_backend
 
         async with open_etcd_backend(
