@@ -9,7 +9,7 @@ variable and the values it takes.
    What ``backend="auto"`` means: ``auto`` (native if built, else python),
    ``native``, ``python``, or ``etcd``. ``etcd`` applies to
    ``open_registry()`` only (a server registry is opened with ``async with``);
-   a plain ``Registry()`` then says so with a :class:`ConfigError`.
+   a plain ``Registry()`` then says so with a :class:`~foundation.errors.ConfigError`.
 
 .. envvar:: FOUNDATION_ETCD_ENDPOINTS
 

@@ -9,10 +9,10 @@ whose Lock and Election services it shares with ``etcdctl lock``/``elect``.
 leases); ``LocalCoordinator()`` alone does everything else.
 
 * ``async with coord.lock(name, timeout) as held`` -- FIFO mutual exclusion,
-  ``held.fencing_token`` strictly increasing per name; :class:`LockTimeout`.
+  ``held.fencing_token`` strictly increasing per name; :class:`~foundation.errors.LockTimeout`.
 * ``async with coord.election(group).campaign(candidate) as term`` -- one leader
   at a time, FIFO hand-over; ``resign()`` from elsewhere raises
-  :class:`LeadershipLost` in the leader's block.
+  :class:`~foundation.errors.LeadershipLost` in the leader's block.
 * ``await coord.barrier(name, parties).wait(timeout)`` -- reusable rounds.
 * ``await coord.agree(name, value)``; ``await coord.consensus(...)`` with
   ``await coord.vote(...)``; ``coord.counter(name)``.

@@ -102,7 +102,7 @@ class EtcdCoordinator:
 
     @property
     def prefix(self) -> str:
-        """The key prefix of every name (``""``: etcd's names as they are)."""
+        """The key prefix of every name (``""`` -- etcd's names as they are)."""
         return self._prefix
 
     @property
@@ -139,14 +139,14 @@ class EtcdCoordinator:
 
         Args:
             name: The lock's name.
-            timeout: Seconds to wait in the queue, then :class:`LockTimeout`.
+            timeout: Seconds to wait in the queue, then :class:`~foundation.errors.LockTimeout`.
             holder: The name :meth:`lock_status` reports (default: the task's).
             ttl: Take the lock away ``ttl`` seconds after it was granted (the
-                block is cancelled and raises :class:`LockLost`).
+                block is cancelled and raises :class:`~foundation.errors.LockLost`).
 
-        Raises (on entering):
-            LockTimeout: not granted within ``timeout``.
-            ConfigError: a bad name, timeout or ttl.
+        Raises:
+            LockTimeout: on entering, not granted within ``timeout``.
+            ConfigError: on entering, a bad name, timeout or ttl.
         """
         _check_name("lock name", name)
         if holder is not None:

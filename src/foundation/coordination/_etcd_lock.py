@@ -111,7 +111,7 @@ class EtcdHeldLock:
 
     @property
     def fencing_token(self) -> int:
-        """Strictly increasing per lock name: pass it along with the writes it guards."""
+        """Strictly increasing per lock name; pass it along with the writes it guards."""
         return self.token
 
     def __repr__(self) -> str:

@@ -30,7 +30,7 @@ class HeldLock(Protocol):
 
     @property
     def fencing_token(self) -> int:
-        """Strictly increasing per lock name: pass it along with writes the lock guards."""
+        """Strictly increasing per lock name; pass it along with writes the lock guards."""
         ...
 
     async def release(self) -> None:

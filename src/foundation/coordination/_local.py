@@ -140,7 +140,7 @@ class LocalHeldLock:
 
     @property
     def fencing_token(self) -> int:
-        """Strictly increasing per lock name: pass it along with the writes it guards."""
+        """Strictly increasing per lock name; pass it along with the writes it guards."""
         return self.token
 
     def __repr__(self) -> str:
@@ -344,7 +344,7 @@ class LocalElection:
         does not block. Cancelled while campaigning, the candidate withdraws.
 
         :meth:`resign` called by another task cancels the block, which then
-        raises :class:`LeadershipLost`; called from inside the block, it
+        raises :class:`~foundation.errors.LeadershipLost`; called from inside the block, it
         ends the block quietly at its next checkpoint. The block's own error
         is raised as itself.
         """
@@ -424,7 +424,7 @@ class LocalElection:
         """End the current leader's term; False (and nothing done) if nobody leads.
 
         The leader's block is cancelled: from another task it then raises
-        :class:`LeadershipLost`; from inside the block it ends quietly.
+        :class:`~foundation.errors.LeadershipLost`; from inside the block it ends quietly.
         ``leader()`` answers None at once; the next candidate is elected as
         soon as the resigned leader's block has exited (so two leaders' blocks
         never run at the same time). Shielded checkpoint.
@@ -593,12 +593,12 @@ class LocalBarrier:
         return rnd.generation
 
     async def abort(self) -> int:
-        """Break the current round: its waiters raise :class:`BarrierAborted`.
+        """Break the current round: its waiters raise :class:`~foundation.errors.BarrierAborted`.
 
         The next ``wait()`` starts a fresh round. Shielded checkpoint.
 
         Returns:
-            How many waiters were broken (0: nothing to abort, no new round).
+            How many waiters were broken (0 -- nothing to abort, no new round).
         """
         state = self._state
         rnd = state.round
@@ -778,15 +778,16 @@ class LocalCoordinator:
 
         Args:
             name: The lock's name.
-            timeout: Seconds to wait for it, then :class:`LockTimeout`.
+            timeout: Seconds to wait for it, then :class:`~foundation.errors.LockTimeout`.
             holder: The name :meth:`lock_status` reports (default: the task's).
             ttl: A lease: held longer than ``ttl`` seconds, the lock is taken
                 away (the next waiter gets it at once), the block is cancelled
-                and raises :class:`LockLost`. Needs :func:`open_local_coordinator`.
+                and raises :class:`~foundation.errors.LockLost`. Needs
+                :func:`open_local_coordinator`.
 
-        Raises (on entering):
-            LockTimeout: not granted within ``timeout``.
-            ConfigError: a bad name, timeout or ttl.
+        Raises:
+            LockTimeout: on entering, not granted within ``timeout``.
+            ConfigError: on entering, a bad name, timeout or ttl.
         """
         _check_name("lock name", name)
         if holder is not None:

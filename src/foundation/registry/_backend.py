@@ -19,45 +19,47 @@ Values and metadata
     ``errors.InvalidMetadata`` before anything is written. The backend stores
     its own shallow copy (``dict(metadata)``) and hands out read-only
     ``MappingProxyType`` views; an empty or ``None`` metadata is stored as
-    :data:`~foundation.registry._types.EMPTY_METADATA`.
+    :data:`~foundation.registry.EMPTY_METADATA`.
 
 Writes (local backends: synchronous, atomic per call, thread-safe)
-    ``register(ns, name, value, metadata=None, *, owner=None) -> Registration``
-        Check-and-insert is atomic, also across OS threads. A key held with
-        the same value (``is`` or ``==``) and the same owner (``None`` equals
-        only ``None``) is a re-registration: metadata is replaced, an
-        ``updated`` event is emitted, the new Registration returned. Any
-        other holder gives ``errors.AlreadyRegistered(key, holder)``.
-        ``owner`` must be hashable (``errors.InvalidKey`` otherwise).
-    ``unregister(ns, name) -> bool``: False if absent or closed; never raises
-        (except ``InvalidKey`` for an unusable key).
-    ``update_metadata(ns, name, metadata) -> Registration``: replaces;
-        ``errors.NotRegistered`` if absent.
-    ``unregister_owner(owner) -> int``: removes every registration and group
-        membership of ``owner`` in O(its entries); returns how many.
-    ``join(ns, group, value, metadata=None, *, owner=None) -> Registration``:
-        adds a member (``joined`` event); joining the same value (``is`` or
-        ``==``; unhashable values are allowed) again replaces its metadata
-        and owner (``updated`` event). Groups are their own key space.
-    ``leave(ns, group, value) -> bool``: False if not a member.
+    * ``register(ns, name, value, metadata=None, *, owner=None) -> Registration``:
+      Check-and-insert is atomic, also across OS threads. A key held with
+      the same value (``is`` or ``==``) and the same owner (``None`` equals
+      only ``None``) is a re-registration: metadata is replaced, an
+      ``updated`` event is emitted, the new Registration returned. Any
+      other holder gives ``errors.AlreadyRegistered(key, holder)``.
+      ``owner`` must be hashable (``errors.InvalidKey`` otherwise).
+    * ``unregister(ns, name) -> bool``: False if absent or closed; never raises
+      (except ``InvalidKey`` for an unusable key).
+    * ``update_metadata(ns, name, metadata) -> Registration``: replaces;
+      ``errors.NotRegistered`` if absent.
+    * ``unregister_owner(owner) -> int``: removes every registration and group
+      membership of ``owner`` in O(its entries); returns how many.
+    * ``join(ns, group, value, metadata=None, *, owner=None) -> Registration``:
+      adds a member (``joined`` event); joining the same value (``is`` or
+      ``==``; unhashable values are allowed) again replaces its metadata
+      and owner (``updated`` event). Groups are their own key space.
+    * ``leave(ns, group, value) -> bool``: False if not a member.
+
     After ``close()`` every write raises ``errors.RegistryClosed`` except
     ``unregister``/``leave``/``unregister_owner``, which return False/0.
 
 Reads (never block, take no lock on GIL builds, never call back into trio)
-    ``lookup(ns, name)`` -> value, or ``errors.NotRegistered``.
-    ``get(ns, name, default=None)`` -> value or default.
-    ``lookup_with_metadata(ns, name) -> Registration`` / ``NotRegistered``.
-    ``metadata(ns, name) -> Mapping`` / ``NotRegistered``.
-    ``contains(ns, name) -> bool``.
-    ``names(ns) -> list``: unique names of ``ns`` (not groups), O(entries of ns).
-    ``registrations(ns=None) -> list[Registration]``; ``list_all()`` is
-        ``registrations(None)`` (the seed system's callback name).
-    ``count(ns=None) -> int`` unique names only; ``__len__`` is ``count()``.
-    ``select(ns, query) -> list[Registration]``: ``query`` is a compiled
-        :class:`foundation.registry._query.Query`; ``ns=None`` means all.
-    ``members(ns, group) -> list[Registration]`` (join order);
-        ``member_count(ns, group) -> int``; ``memberships() -> list[Registration]``
-    (every membership of every group, for ``migrate``).
+    * ``lookup(ns, name)`` -> value, or ``errors.NotRegistered``.
+    * ``get(ns, name, default=None)`` -> value or default.
+    * ``lookup_with_metadata(ns, name) -> Registration`` / ``NotRegistered``.
+    * ``metadata(ns, name) -> Mapping`` / ``NotRegistered``.
+    * ``contains(ns, name) -> bool``.
+    * ``names(ns) -> list``: unique names of ``ns`` (not groups), O(entries of ns).
+    * ``registrations(ns=None) -> list[Registration]``; ``list_all()`` is
+      ``registrations(None)`` (the seed system's callback name).
+    * ``count(ns=None) -> int`` unique names only; ``__len__`` is ``count()``.
+    * ``select(ns, query) -> list[Registration]``: ``query`` is a compiled
+      :class:`foundation.registry._query.Query`; ``ns=None`` means all.
+    * ``members(ns, group) -> list[Registration]`` (join order);
+      ``member_count(ns, group) -> int``; ``memberships() -> list[Registration]``
+      (every membership of every group, for ``migrate``).
+
     Reads keep answering after ``close()`` from the last state.
 
 Events
@@ -76,9 +78,10 @@ Admin
 
 Async writes (``is_async = True``: the etcd backend)
     A backend whose writes must wait for a server declares ``is_async =
-    True`` and implements :class:`AsyncWrites` as well. Its synchronous write
-    methods above raise :class:`~foundation.errors.BackendIsAsync` (so the
-    facade's ``*_nowait`` do), and the facade's async writes call the
+    True`` and implements :class:`~foundation.registry.AsyncWrites` as well.
+    Its synchronous write methods above raise
+    :class:`~foundation.errors.BackendIsAsync` (so the facade's ``*_nowait``
+    do), and the facade's async writes call the
     ``a*`` twins instead (after its own ``checkpoint_if_cancelled()``):
     ``aregister``, ``aunregister``, ``aupdate_metadata``,
     ``aunregister_owner``, ``ajoin``, ``aleave``, ``aregister_many``, with

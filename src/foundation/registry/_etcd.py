@@ -194,8 +194,8 @@ class EtcdBackend:
     """The registry backend on etcd; open it with :func:`open_etcd_backend`.
 
     Reads are the local table's own methods; writes are async (``aregister``
-    and the other ``a*`` methods, see :class:`~._backend.AsyncWrites`). The
-    synchronous write methods of the :class:`~._backend.Backend` protocol
+    and the other ``a*`` methods, see :class:`~foundation.registry.AsyncWrites`). The
+    synchronous write methods of the :class:`~foundation.registry.Backend` protocol
     raise :class:`~foundation.errors.BackendIsAsync`.
     """
 
@@ -412,9 +412,8 @@ class EtcdBackend:
         Coalesced with concurrent calls into one txn. Cancelled while queued:
         nothing is written; once sent it completes.
 
-        Raises:
-            AlreadyRegistered, InvalidKey, InvalidValue, InvalidMetadata,
-            RegistryClosed, EtcdError (EtcdUnavailable, LeaseExpired...).
+        Raises AlreadyRegistered, InvalidKey, InvalidValue, InvalidMetadata,
+        RegistryClosed, EtcdError (EtcdUnavailable, LeaseExpired...).
         """
         item = self._prepare(ns, name, value, metadata, owner)
         await self._submit([item])
@@ -508,7 +507,7 @@ class EtcdBackend:
         """Replace the metadata of ``(ns, name)`` (whoever registered it).
 
         Raises:
-            NotRegistered, InvalidKey, InvalidMetadata, RegistryClosed, EtcdError.
+            NotRegistered, InvalidKey, InvalidMetadata, RegistryClosed, EtcdError
         """
         if self._closed:
             raise errors.RegistryClosed()
@@ -642,9 +641,8 @@ class EtcdBackend:
         a bad entry raises before anything is written. Names go in batches;
         members one by one, in order, so join order is kept for every reader.
 
-        Raises:
-            InvalidKey, InvalidValue, InvalidMetadata, AlreadyRegistered
-            (the name is taken here), RegistryClosed, EtcdError.
+        Raises InvalidKey, InvalidValue, InvalidMetadata, AlreadyRegistered
+        (the name is taken here), RegistryClosed, EtcdError.
         """
         items = [
             self._prepare(r.namespace, r.name, r.value, r.metadata, r.owner) for r in registrations

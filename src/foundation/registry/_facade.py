@@ -691,7 +691,7 @@ class Registry:
         Raises:
             ConfigError: ``other`` is not empty.
             BackendUnavailable: ``other`` cannot be built here.
-            InvalidKey / InvalidValue / InvalidMetadata: into etcd, an entry
+            InvalidKey, InvalidValue, InvalidMetadata: into etcd, an entry
                 that is not portable or not JSON (nothing is copied).
         """
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -897,7 +897,7 @@ async def open_registry(
 
     Raises:
         ConfigError: bad arguments (connection keywords without etcd, ...).
-        EtcdAuthError / EtcdPermissionDenied / EtcdUnavailable: etcd refused
+        EtcdAuthError, EtcdPermissionDenied, EtcdUnavailable: etcd refused
             or did not answer (nothing was written).
     """
     name = backend.strip().lower() if isinstance(backend, str) else None

@@ -22,7 +22,7 @@ __all__ = ["DynamicSupervisor", "open_dynamic_supervisor"]
 class DynamicSupervisor(Supervisor):
     """A one_for_one supervisor that starts with no children (OTP's DynamicSupervisor).
 
-    Children come from :meth:`start_child` (any spec) or :meth:`start_new`
+    Children come from :meth:`~Supervisor.start_child` (any spec) or :meth:`start_new`
     (the template spec with more ``args``). Starting, terminating and
     deleting a child are O(1); finished temporary children are dropped, so
     10,000 short-lived children leave nothing behind. On shutdown every
