@@ -1,6 +1,7 @@
 /* fdn_table.c: see fdn_table.h. Python-agnostic. */
 #include "fdn_table.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef __linux__
@@ -185,6 +186,9 @@ size_t fdn_table_find_identity(const fdn_table *t, uint64_t h, const void *a,
         const fdn_slot *e = &t->slots[i];
         if (e->hash == h && e->a == a && e->b == b)
             return i;
+        /* absent: a broken caller invariant; debug and sanitizer builds stop
+         * here instead of probing forever */
+        assert(e->a != NULL);
         i = (i + 1) & mask;
     }
 }
@@ -275,6 +279,10 @@ int fdn_shard_insert(fdn_shard *s, uint64_t h, void *ns, void *name,
     fdn_list *new_ns = NULL, *new_own = NULL;
 
     *created = 0;
+    /* A reserve below may move every entry (a resize) before a later step
+     * fails; a binding paused in __eq__ mid-probe must then restart, so the
+     * shard counts as changed even when the insert does not happen. */
+    s->version++;
     /* 1. everything that can fail, leaving the contents unchanged */
     if (fdn_table_reserve(&s->main, 1) < 0)
         return -1;

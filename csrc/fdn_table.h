@@ -220,7 +220,8 @@ void fdn_shard_free(fdn_shard *s);
  * for ns / owner found by the caller, or NULL to create them (then the new
  * list's key is ns / owner and *created says so, so the binding can take a
  * reference for it). owner == NULL: unowned, the owner index is untouched.
- * Returns 0, or -1 on allocation failure with nothing changed.
+ * Returns 0, or -1 on allocation failure with the contents unchanged (a
+ * table may have grown, so the shard version is bumped either way).
  */
 int fdn_shard_insert(fdn_shard *s, uint64_t h, void *ns, void *name,
                      void *value, void *meta, uint64_t ns_hash, fdn_list *nsl,
