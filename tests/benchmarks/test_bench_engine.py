@@ -104,6 +104,6 @@ def test_cli_table_and_errors() -> None:
     bad = _cli("bench", "--sizes", "0")
     assert bad.returncode == 2
     assert "size" in bad.stderr
-    later = _cli("demo")
-    assert later.returncode == 2
-    assert "not implemented yet" in later.stderr
+    clash = _cli("bench", "--scale", "--threads", "1")
+    assert clash.returncode == 2
+    assert clash.stderr

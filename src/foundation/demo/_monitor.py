@@ -1,0 +1,97 @@
+"""The demo's eyes: a registry watch, an election observer and a telemetry handler.
+
+They only read (the public ``watch()``, ``election.observe()`` and
+:mod:`foundation.telemetry`), so what the summary claims is seen from the
+outside, the way an operator would see it, not reported by the workers
+about themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import trio
+
+from .. import telemetry
+from ..errors import WatchOverflow
+from ..registry import EventKind
+from ._config import ELECTION, NAMES_NS
+from ._worker import World
+
+__all__ = ["observe_leader", "supervisor_handler", "watch_names"]
+
+logger = logging.getLogger("foundation.demo")
+
+
+async def watch_names(
+    world: World, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Report every registration under ``demo`` as a ``name`` event (old -> new holder).
+
+    Started with ``nursery.start``: returns once the watch is subscribed, so
+    no registration made afterwards is missed. A watch that overflows is
+    opened again from the current entries (nothing else to do: the view only
+    needs the latest holder of each name).
+    """
+    last: dict[Any, Any] = {}
+    started = False
+    while True:
+        try:
+            async with world.registry.watch(NAMES_NS, initial=True) as events:
+                if not started:
+                    started = True
+                    task_status.started()
+                async for ev in events:
+                    if ev.kind is EventKind.REGISTERED and last.get(ev.name) != ev.value:
+                        world.event("name", name=ev.name, old=last.get(ev.name), new=ev.value)
+                        last[ev.name] = ev.value
+                return  # the registry closed
+        except WatchOverflow:
+            logger.warning("demo: the name watch fell behind; reading the names again")
+
+
+async def observe_leader(
+    world: World, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Report the leader of the demo's election, and each change, as ``leader`` events."""
+    election = world.coord.election(ELECTION)
+    task_status.started()
+    async for leader in election.observe():
+        if leader is None:
+            world.event("leader", candidate=None, term=None)
+        else:
+            world.event("leader", candidate=leader.candidate, term=leader.term)
+
+
+def supervisor_handler(world: World, supervisors: set[str]) -> telemetry.Handler:
+    """A telemetry handler turning the named supervisors' restarts into events.
+
+    Restarts are counted from ``foundation.supervisor.child.restart`` (whose
+    ``restarts`` measurement is the child's new count), escalations from
+    ``foundation.supervisor.escalate``; other supervisors in the process
+    (tests running beside the demo) are ignored.
+    """
+
+    def handle(event: str, measurements: Mapping[str, float], metadata: Mapping[str, Any]) -> None:
+        supervisor = metadata.get("supervisor")
+        if supervisor not in supervisors:
+            return
+        if event == "foundation.supervisor.child.restart":
+            world.event(
+                "restart",
+                supervisor=supervisor,
+                child=str(metadata.get("child_id")),
+                restarts=int(measurements.get("restarts", 0)),
+            )
+        elif event == "foundation.supervisor.escalate":
+            error = metadata.get("error")
+            world.event(
+                "escalate",
+                supervisor=supervisor,
+                child=str(metadata.get("child_id")),
+                error=f"{type(error).__name__}: {error}" if error is not None else None,
+            )
+
+    return handle
