@@ -124,8 +124,12 @@ int fdn_table_resize(fdn_table *t, size_t capacity)
 
 int fdn_table_reserve(fdn_table *t, size_t extra)
 {
-    size_t need = t->used + extra;
-    size_t capacity = t->mask + 1;
+    size_t need, capacity = t->mask + 1;
+
+    /* need * 3 below must not wrap (it once reported room it had not made) */
+    if (extra > ((size_t)-1) / 3 - t->used)
+        return -1;
+    need = t->used + extra;
 
     if (need * 3 <= capacity * 2)
         return 0;

@@ -81,7 +81,8 @@ echo "=== 4. the sdist with no C compiler: the pure-Python twin"
 rm -rf "$OUT/venv-pure"
 "$PY" -m venv "$OUT/venv-pure"
 # shellcheck disable=SC2086
-CC=false CXX=false LDSHARED=false "$OUT/venv-pure/bin/python" -m pip install --quiet \
+FOUNDATION_REQUIRE_EXTENSIONS= CIBUILDWHEEL= CC=false CXX=false LDSHARED=false \
+    "$OUT/venv-pure/bin/python" -m pip install --quiet \
     --no-cache-dir "$SDIST" $TEST_REQUIRES
 FOUNDATION_REQUIRE_EXTENSIONS= run_suite "$OUT/venv-pure" 0
 

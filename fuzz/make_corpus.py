@@ -1,0 +1,251 @@
+"""Write the seed corpus (fuzz/corpus/) and the known-bug reproducers (fuzz/crashes/).
+
+The files are committed; this script is how they were made, and says in
+words what each one does. Run it again after changing the input encoding of
+fuzz_table.c (it overwrites the files it knows, nothing else):
+
+    python3 fuzz/make_corpus.py
+
+Encoding (fuzz_table.c, LLVMFuzzerTestOneInput): a header
+``[shards - 1, main hash mode, ns mode | own mode << 4]`` and one arm byte per
+shard (its fdn_shard_init may fail), then operations. An *arm* byte
+``0x80 | k`` makes the k-th allocation of that operation fail (0: the first);
+``0`` arms nothing. Key bits: bit 0 picks the namespace alias, bit 1 the
+name alias; for inserts bit 2 the owner alias and bits 3-7 (mod 9) the
+owner (0: none). Namespaces are 0-11, names 0-47, owners 1-8.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+# hash modes (fuzz_table.c main_hash / index_hash)
+GOOD, ALL_SAME, LOW_BITS, CLASSES, PER_NS = range(5)
+IDX_GOOD, IDX_SAME, IDX_TWO = range(3)
+
+# table selector of resize/reserve/shrink: low 2 bits, shard in the rest
+NS_T, OWN_T, MAIN_T = 0, 1, 2
+
+
+def header(shards: int, main: int, ns: int = IDX_GOOD, own: int = IDX_GOOD) -> bytes:
+    return bytes([shards - 1, main, ns | own << 4]) + bytes(shards)
+
+
+def arm(k: int | None) -> int:
+    return 0 if k is None else 0x80 | k
+
+
+def insert(ns: int, name: int, *, owner: int = 0, alias: int = 0, fail: int | None = None) -> bytes:
+    return bytes([0, ns, name, alias | owner << 3, arm(fail)])
+
+
+def lookup(ns: int, name: int, alias: int = 0) -> bytes:
+    return bytes([5, ns, name, alias])
+
+
+def delete(ns: int, name: int, alias: int = 0, fail: int | None = None) -> bytes:
+    return bytes([7, ns, name, alias, arm(fail)])
+
+
+def remove_owner(owner: int, alias: int = 0, fail: int | None = None) -> bytes:
+    return bytes([10, (owner - 1) | alias << 3, arm(fail)])
+
+
+def set_meta(ns: int, name: int, alias: int = 0) -> bytes:
+    return bytes([11, ns, name, alias])
+
+
+def resize(table: int, shard: int, c: int, fail: int | None = None) -> bytes:
+    return bytes([12, table | shard << 2, c, arm(fail)])
+
+
+def reserve(table: int, shard: int, c: int, fail: int | None = None) -> bytes:
+    return bytes([13, table | shard << 2, c, arm(fail)])
+
+
+def shrink(table: int, shard: int, fail: int | None = None) -> bytes:
+    return bytes([14, table | shard << 2, arm(fail)])
+
+
+def clear_shard(shard: int, init_fail: int | None = None) -> bytes:
+    return bytes([0x8F, shard, arm(init_fail)])
+
+
+def basic() -> bytes:
+    """One shard, good hashes: insert, look up (both aliases), re-insert, delete."""
+    ops = [insert(0, n) for n in range(6)]
+    ops += [lookup(0, n, alias=n & 3) for n in range(8)]
+    ops += [insert(0, 2, alias=3), set_meta(0, 3, alias=1)]
+    ops += [delete(0, n, alias=n & 3) for n in range(0, 6, 2)]
+    ops += [lookup(0, n) for n in range(6)]
+    return header(1, GOOD) + b"".join(ops)
+
+
+def collide_all() -> bytes:
+    """Every key the same 64-bit hash: every probe meets CANDIDATEs, deletes
+    shift whole runs back."""
+    ops = [insert(n % 2, n, alias=n & 3) for n in range(24)]
+    ops += [delete(n % 2, n, alias=(n + 1) & 3) for n in range(0, 24, 3)]
+    ops += [lookup(n % 2, n, alias=(n + 2) & 3) for n in range(24)]
+    ops += [insert(n % 2, n) for n in range(0, 24, 3)]
+    ops += [delete(n % 2, n) for n in range(24)]
+    return header(1, ALL_SAME, IDX_SAME, IDX_SAME) + b"".join(ops)
+
+
+def low_bits() -> bytes:
+    """Distinct hashes on four home slots: long probe runs that wrap."""
+    ops = [insert(n % 3, n, owner=1 + n % 2) for n in range(30)]
+    ops += [delete(n % 3, n) for n in range(1, 30, 2)]
+    ops += [lookup(n % 3, n) for n in range(30)]
+    ops += [remove_owner(1)]
+    ops += [insert(0, n) for n in range(40, 47)]
+    return header(1, LOW_BITS) + b"".join(ops)
+
+
+def owners_4shards() -> bytes:
+    """Four shards, colliding owner/ns index hashes, owner removal."""
+    ops = [insert(n % 4, n, owner=1 + n % 4, alias=n & 7) for n in range(40)]
+    ops += [remove_owner(2, alias=1), lookup(1, 1), remove_owner(2)]
+    ops += [delete(n % 4, n) for n in range(0, 40, 4)]
+    ops += [remove_owner(4), remove_owner(3, alias=1), remove_owner(1)]
+    return header(4, GOOD, IDX_SAME, IDX_TWO) + b"".join(ops)
+
+
+def resize_reserve_shrink() -> bytes:
+    """Resizes valid and not (too small, not a power of two, beyond the
+    allocator), reserves, shrinks."""
+    ops = [insert(0, n, owner=n % 3) for n in range(10)]
+    # capacity byte c (fuzz_table.c op_resize): 2^(c % 13); bit 0x40:
+    # 2^(20 + c % 40); bit 0x80: one less, or one more with 0x20 too
+    ops += [
+        resize(MAIN_T, 0, 10),  # 1024 slots
+        shrink(MAIN_T, 0),  # -> 64
+        resize(MAIN_T, 0, 3),  # 8: too small for 10
+        resize(MAIN_T, 0, 0xA2),  # 65: not a power of two
+        resize(MAIN_T, 0, 0x88),  # 63
+        resize(MAIN_T, 0, 0x45),  # 2^49: refused by the allocator
+        resize(NS_T, 0, 12),  # 4096
+        shrink(NS_T, 0),
+        resize(OWN_T, 0, 2),  # 4: below the minimum
+        reserve(MAIN_T, 0, 40),
+        reserve(OWN_T, 0, 0x83),  # 2^59 entries: cannot
+        shrink(MAIN_T, 0),
+    ]
+    ops += [delete(0, n) for n in range(9)]
+    ops += [shrink(MAIN_T, 0), lookup(0, 9)]
+    return header(1, GOOD) + b"".join(ops)
+
+
+def alloc_failures() -> bytes:
+    """Injected allocation failures where the core must fail cleanly: the
+    first allocation of an insert (a resize's slots, or the record), the new
+    ns/owner list, resizes and reserves, shrinks inside deletes, shard
+    re-creation."""
+    ops = [insert(0, 0, fail=0), insert(0, 0)]
+    ops += [insert(1, 1, owner=1, fail=1), insert(1, 1, owner=1, fail=2)]  # ns list, own list
+    ops += [insert(0, n) for n in range(2, 6)]  # 5 entries: main is full at 8 slots
+    ops += [insert(0, 6, fail=0), insert(0, 6, fail=1)]  # the growth's slots, then recs
+    ops += [resize(MAIN_T, 0, 8, fail=0), resize(MAIN_T, 0, 8, fail=1)]
+    ops += [reserve(MAIN_T, 0, 30, fail=0), reserve(NS_T, 0, 20, fail=1)]
+    ops += [insert(0, n) for n in range(5, 20)]
+    ops += [delete(0, n, fail=0) for n in range(5, 20)]  # shrinks fail: skipped
+    ops += [delete(0, n, fail=1) for n in range(0, 5)]
+    ops += [clear_shard(0, init_fail=0), clear_shard(0, init_fail=1), clear_shard(0, 2)]
+    ops += [insert(1, 1, owner=2), remove_owner(2, fail=0)]
+    return header(1, GOOD) + b"".join(ops)
+
+
+def classes_3shards() -> bytes:
+    """Fifteen classes of equal hashes over three shards, every operation."""
+    ops = []
+    for n in range(36):
+        ops.append(insert(n % 4, n, owner=n % 5, alias=n & 7))
+        if n % 5 == 4:
+            ops.append(delete((n - 2) % 4, n - 2, alias=1))
+    ops += [set_meta(n % 4, n) for n in range(0, 36, 5)]
+    ops += [remove_owner(3), clear_shard(1), remove_owner(1, alias=1)]
+    ops += [lookup(n % 4, n, alias=n & 3) for n in range(36)]
+    return header(3, CLASSES, IDX_TWO, IDX_SAME) + b"".join(ops)
+
+
+def per_ns_clusters() -> bytes:
+    """One cluster per namespace; deletes at cluster edges and wrap-around."""
+    ops = [insert(ns, n) for n in range(8) for ns in range(4)]
+    ops += [delete(ns, 0) for ns in range(4)] + [delete(3, n) for n in range(1, 8)]
+    ops += [lookup(ns, n) for n in range(8) for ns in range(3)]
+    return header(1, PER_NS) + b"".join(ops)
+
+
+def index_growth() -> bytes:
+    """Seven namespaces and owners in one shard: the ns and own tables grow
+    past 8 slots on insert, and their growth fails cleanly (first
+    allocation) once main has room; then a 2^17-slot main (4 MiB: the
+    huge-page advice) shrinks back."""
+    ops = [insert(n, n, owner=1 + n) for n in range(5)]  # ns, own: 5 of 8
+    ops += [resize(MAIN_T, 0, 6)]  # main 64 slots: only the index tables grow
+    ops += [insert(5, 5, owner=6, fail=0)]  # the ns table's new slots fail
+    ops += [insert(5, 5, owner=6), insert(6, 6, owner=7)]
+    ops += [resize(MAIN_T, 0, 0x3F), delete(6, 6), shrink(MAIN_T, 0)]
+    ops += [remove_owner(n) for n in range(1, 8)]
+    return header(1, GOOD) + b"".join(ops)
+
+
+def failed_insert_after_growth() -> bytes:
+    """Regression (found by this harness; fixed in csrc/fdn_table.c by a
+    shard version bump at the top of fdn_shard_insert): five entries fill
+    main to its 2/3 limit; the sixth insert grows main (slots + recs:
+    allocations 0 and 1) and then fails on the record (allocation 2). It
+    returned -1 with main rebuilt at 16 slots and the shard version
+    unchanged, so a binding probe paused in a key's __eq__ resumed with a
+    slot index of the old layout (a false miss, or the NULL value of an
+    empty slot: a segfault in _native.pyx _value()). The same then for the
+    ns and the own index growing before a failing record."""
+    ops = [insert(0, n) for n in range(5)] + [insert(0, 5, fail=2)]
+    ops += [insert(0, 5), resize(MAIN_T, 0, 7)]  # 6 entries; main 128: only indexes grow
+    ops += [insert(n, n, owner=n) for n in range(1, 5)]  # ns 5/8, own 4/8
+    ops += [insert(5, 6, owner=5, fail=1)]  # ns grows, then the record fails
+    ops += [insert(5, 6, owner=5)]  # own 5/8
+    ops += [insert(6, 7, owner=6, fail=1)]  # own grows, then the record fails
+    return header(1, GOOD) + b"".join(ops)
+
+
+CORPUS = {
+    "basic": basic,
+    "collide_all": collide_all,
+    "low_bits": low_bits,
+    "owners_4shards": owners_4shards,
+    "resize_reserve_shrink": resize_reserve_shrink,
+    "alloc_failures": alloc_failures,
+    "classes_3shards": classes_3shards,
+    "per_ns_clusters": per_ns_clusters,
+    "index_growth": index_growth,
+    "failed_insert_after_growth": failed_insert_after_growth,
+}
+
+
+def reserve_overflow() -> bytes:
+    """Known bug: fdn_table_reserve(t, SIZE_MAX / 3 + 1): (used + extra) * 3
+    wraps to 2, which "fits", so it returns 0 with no room made."""
+    return header(1, GOOD) + reserve(MAIN_T, 0, 0xC0)
+
+
+CRASHES = {
+    "reserve-overflow": reserve_overflow,
+}
+
+
+def main() -> int:
+    for folder, files in (("corpus", CORPUS), ("crashes", CRASHES)):
+        out = HERE / folder
+        out.mkdir(exist_ok=True)
+        for name, make in files.items():
+            (out / name).write_bytes(make())
+    print(f"wrote {len(CORPUS)} corpus files and {len(CRASHES)} reproducers under {HERE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
