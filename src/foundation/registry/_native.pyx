@@ -137,20 +137,25 @@ cdef struct _buf:
     size_t cap
 
 
-cdef int _buf_reserve(_buf *b, size_t extra) except -1:
-    cdef size_t cap
+cdef int _grow(void **items, size_t *cap, size_t need, size_t size) except -1:
+    """Make room for ``need`` items of ``size`` bytes (doubling, from 16)."""
+    cdef size_t c
     cdef void *p
-    if b.n + extra <= b.cap:
+    if need <= cap[0]:
         return 0
-    cap = b.cap * 2 if b.cap else 16
-    if cap < b.n + extra:
-        cap = b.n + extra
-    p = PyMem_Realloc(b.items, cap * sizeof(_item))
+    c = cap[0] * 2 if cap[0] else 16
+    if c < need:
+        c = need
+    p = PyMem_Realloc(items[0], c * size)
     if p == NULL:
         raise MemoryError()
-    b.items = <_item *>p
-    b.cap = cap
+    items[0] = p
+    cap[0] = c
     return 0
+
+
+cdef inline int _buf_reserve(_buf *b, size_t extra) except -1:
+    return _grow(<void **>&b.items, &b.cap, b.n + extra, sizeof(_item))
 
 
 cdef void _buf_release(_buf *b, bint full) noexcept:
@@ -182,20 +187,8 @@ cdef struct _lbuf:
     size_t cap
 
 
-cdef int _lbuf_reserve(_lbuf *b, size_t extra) except -1:
-    cdef size_t cap
-    cdef void *p
-    if b.n + extra <= b.cap:
-        return 0
-    cap = b.cap * 2 if b.cap else 16
-    if cap < b.n + extra:
-        cap = b.n + extra
-    p = PyMem_Realloc(b.items, cap * sizeof(_light))
-    if p == NULL:
-        raise MemoryError()
-    b.items = <_light *>p
-    b.cap = cap
-    return 0
+cdef inline int _lbuf_reserve(_lbuf *b, size_t extra) except -1:
+    return _grow(<void **>&b.items, &b.cap, b.n + extra, sizeof(_light))
 
 
 cdef inline void _lbuf_add(_lbuf *b, fdn_rec *rec) noexcept:
@@ -220,6 +213,24 @@ cdef int _cmp_items(const void *x, const void *y) noexcept nogil:
     cdef uint64_t a = (<const _item *>x).seq
     cdef uint64_t b = (<const _item *>y).seq
     return (a > b) - (a < b)
+
+
+cdef list _registrations_of(_buf *b, bint mixed):
+    """The full items of ``b`` as a list of Registrations; ``mixed``: they
+    came from several shards, so sort them into registration order first."""
+    cdef size_t i
+    cdef list out
+    cdef _item *it
+    if mixed:
+        qsort(b.items, b.n, sizeof(_item), _cmp_items)
+    out = PyList_New(b.n)
+    for i in range(b.n):
+        it = &b.items[i]
+        reg = _reg(<object>it.p[0], <object>it.p[1], <object>it.p[2],
+                   <object>it.p[3], <object>it.p[4])
+        fdn_incref(<PyObject *>reg)  # the list's own reference
+        fdn_list_set_item(out, i, <PyObject *>reg)
+    return out
 
 
 cdef inline void _take(_buf *b, fdn_shard *s, fdn_rec *rec, bint full) noexcept:
@@ -653,15 +664,7 @@ cdef class NativeBackend:
         b.n = b.cap = 0
         try:
             self._gather(ns, &b, True, &mixed, ns is None)
-            if mixed:
-                qsort(b.items, b.n, sizeof(_item), _cmp_items)
-            out = PyList_New(b.n)
-            for i in range(b.n):
-                it = &b.items[i]
-                reg = _reg(<object>it.p[0], <object>it.p[1], <object>it.p[2],
-                           <object>it.p[3], <object>it.p[4])
-                fdn_incref(<PyObject *>reg)  # the list's own reference
-                fdn_list_set_item(out, i, <PyObject *>reg)
+            out = _registrations_of(&b, mixed)
         finally:
             _buf_release(&b, True)
         return out
@@ -778,15 +781,7 @@ cdef class NativeBackend:
                         if b.n > before:
                             shards += 1
                         break
-            if shards > 1:
-                qsort(b.items, b.n, sizeof(_item), _cmp_items)
-            out = PyList_New(b.n)
-            for i in range(b.n):
-                it = &b.items[i]
-                reg = _reg(<object>it.p[0], <object>it.p[1], <object>it.p[2],
-                           <object>it.p[3], <object>it.p[4])
-                fdn_incref(<PyObject *>reg)  # the list's own reference
-                fdn_list_set_item(out, i, <PyObject *>reg)
+            out = _registrations_of(&b, shards > 1)
         finally:
             _lbuf_clear(&lb)
             PyMem_Free(lb.items)
@@ -865,15 +860,7 @@ cdef class NativeBackend:
                         fdn_xdecref(it.p[k])
                         it.p[k] = NULL
             b.n = j
-            if mixed:
-                qsort(b.items, b.n, sizeof(_item), _cmp_items)
-            out = PyList_New(b.n)
-            for i in range(b.n):
-                it = &b.items[i]
-                reg = _reg(<object>it.p[0], <object>it.p[1], <object>it.p[2],
-                           <object>it.p[3], <object>it.p[4])
-                fdn_incref(<PyObject *>reg)  # the list's own reference
-                fdn_list_set_item(out, i, <PyObject *>reg)
+            out = _registrations_of(&b, mixed)
         finally:
             _buf_release(&b, True)
         return out
