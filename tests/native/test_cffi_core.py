@@ -23,6 +23,7 @@ import shutil
 import struct
 import sys
 import sysconfig
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -54,6 +55,11 @@ def fdn(tmp_path_factory: pytest.TempPathFactory) -> Any:
     pytest.importorskip("cffi", reason="cffi is not installed (pip install cffi)")
     if _compiler() is None:
         pytest.skip("no C compiler found (set CC or install gcc/clang) to build _fdn_cffi")
+    # the C sources of this checkout: the package may be installed (no csrc/)
+    csrc = Path(__file__).resolve().parents[2] / "csrc"
+    if not (csrc / "fdn_table.c").is_file():
+        pytest.skip(f"no C core sources at {csrc} (tests copied outside the source tree)")
+    os.environ["FDN_CSRC_DIR"] = str(csrc)
     build_dir = str(tmp_path_factory.mktemp("fdn_cffi"))
     return _cffi_table.load(build_dir)
 

@@ -498,7 +498,11 @@ long long fdn_cffi_remove_list(fdn_shard *sh, const fdn_cffi_res *at,
 
 
 def csrc_dir() -> str:
-    """The csrc/ directory of the source tree this file belongs to."""
+    """The csrc/ directory: ``$FDN_CSRC_DIR`` if set, else the one of the
+    source tree this file belongs to (an installed copy has none: set it)."""
+    given = os.environ.get("FDN_CSRC_DIR")
+    if given:
+        return os.path.normpath(given)
     here = os.path.dirname(os.path.abspath(__file__))
     return os.path.normpath(os.path.join(here, "..", "..", "..", "csrc"))
 
