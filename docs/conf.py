@@ -21,10 +21,14 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-# Document the source tree next to this file, installed or not.
-sys.path.insert(0, str(ROOT / "src"))
-
-import foundation  # noqa: E402
+# Document the installed package (pip install ., with its compiled extension);
+# only when none is installed, the source tree next to this file. Putting src/
+# first would shadow an installed build with a tree that has no extension.
+try:
+    import foundation
+except ImportError:
+    sys.path.insert(0, str(ROOT / "src"))
+    import foundation
 
 # -- Project -----------------------------------------------------------------
 
