@@ -15,25 +15,33 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio
 
 from .. import errors, telemetry
 from .._util import reraise_collapsed
 
-if TYPE_CHECKING:
-    from ._client import EtcdClient
-
-__all__ = ["Lease", "open_lease"]
+__all__ = ["Lease", "LeaseCalls", "open_lease"]
 
 logger = logging.getLogger("foundation.etcd")
+
+
+class LeaseCalls(Protocol):
+    """The calls a :class:`Lease` makes: what :class:`~foundation.etcd.EtcdClient` provides.
+
+    Typed by what it uses, so this module needs nothing from the client's.
+    """
+
+    async def lease_grant(self, ttl: int, lease_id: int = 0) -> Lease: ...
+    async def lease_keepalive_once(self, lease_id: int) -> int: ...
+    async def lease_revoke(self, lease_id: int) -> None: ...
 
 
 class Lease:
     """A granted lease; made by :meth:`EtcdClient.lease`."""
 
-    def __init__(self, client: EtcdClient, lease_id: int, ttl: int) -> None:
+    def __init__(self, client: LeaseCalls, lease_id: int, ttl: int) -> None:
         #: The lease ID (bind keys to it with ``lease=lease.id``).
         self.id = lease_id
         #: Its TTL in seconds, as granted (etcd may raise a small TTL to its minimum).
@@ -127,7 +135,7 @@ class Lease:
 
 @asynccontextmanager
 async def open_lease(
-    client: EtcdClient, ttl: int, *, keepalive: bool = True
+    client: LeaseCalls, ttl: int, *, keepalive: bool = True
 ) -> AsyncIterator[Lease]:
     """Grant a lease, keep it alive while the block runs, revoke it after.
 

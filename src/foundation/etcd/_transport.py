@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .. import errors, telemetry
+from .._endpoints import check_endpoints
 
 if TYPE_CHECKING:
     # httpx is imported on first use, so ``import foundation`` stays light
@@ -65,33 +66,6 @@ class _Retry(Exception):
     def __init__(self, why: str) -> None:
         super().__init__(why)
         self.why = why
-
-
-def check_endpoints(endpoints: str | Sequence[str]) -> list[str]:
-    """Normalise ``endpoints`` to a list of ``http(s)://host:port`` URLs.
-
-    Raises:
-        ConfigError: no endpoint, or one that is not an http(s) URL.
-    """
-    if isinstance(endpoints, str):
-        endpoints = [e for e in endpoints.split(",") if e.strip()]
-    result = []
-    for raw in endpoints:
-        if not isinstance(raw, str):
-            raise errors.ConfigError(
-                f"etcd endpoint {raw!r} is not a str; use URLs like 'http://127.0.0.1:2379'"
-            )
-        url = raw.strip().rstrip("/")
-        if "://" not in url:
-            url = "http://" + url
-        if not url.startswith(("http://", "https://")):
-            raise errors.ConfigError(
-                f"etcd endpoint {raw!r} is not an http(s) URL; use e.g. 'http://127.0.0.1:2379'"
-            )
-        result.append(url)
-    if not result:
-        raise errors.ConfigError("no etcd endpoints given; pass endpoints=['http://host:2379']")
-    return result
 
 
 def _ssl_context(

@@ -1488,7 +1488,7 @@ async def open_etcd_backend(
         EtcdPermissionDenied: the user may not read and write the prefix.
         EtcdUnavailable: no member answered.
     """
-    from ._facade import make_backend  # the facade imports this module lazily
+    from ._make import make_backend
 
     _check_options(prefix, ttl, indexes)
     # The read table first: bad partitions/indexes fail before any connection.

@@ -24,10 +24,10 @@ import trio
 from .. import errors
 from .._util import reraise_collapsed
 from ..config import backend_from_env, etcd_endpoints_from_env
-from . import _compat
 from ._backend import AsyncWrites, Backend
 from ._events import Listeners
 from ._keys import same_value
+from ._make import make_backend
 from ._query import Query
 from ._types import EventKind, Health, Registration, RegistryEvent, RegistryStats
 
@@ -41,61 +41,6 @@ logger = logging.getLogger("foundation.registry")
 def _fresh(error: BaseException) -> BaseException:
     """A copy of ``error`` to raise once more (each raise gets its own traceback)."""
     return copy.copy(error).with_traceback(None)
-
-
-def make_backend(
-    backend: str | Backend, *, partitions: int | None = None, indexes: Sequence[str] = ()
-) -> Backend:
-    """Build a local backend from its name, or check and return a Backend instance.
-
-    Raises:
-        ConfigError: unknown backend name, or bad ``partitions``/``indexes``.
-        BackendUnavailable: ``"native"`` asked for but not compiled/enabled.
-    """
-    if not isinstance(backend, str):
-        if not isinstance(backend, Backend):
-            raise errors.ConfigError(
-                f"backend={backend!r} is neither a backend name nor a Backend instance;"
-                " use 'auto', 'native' or 'python'"
-            )
-        return backend
-    name = backend.strip().lower()
-    if name == "auto":
-        name = backend_from_env("auto")
-        if name == "etcd":
-            raise errors.ConfigError(
-                "FOUNDATION_BACKEND=etcd: an etcd registry is opened with"
-                " `async with open_registry() as registry:`; Registry() builds local"
-                " backends only (unset the variable, or use open_registry)"
-            )
-    if name == "auto":
-        name = "native" if _compat.NATIVE else "python"
-    if name == "native":
-        if not _compat.NATIVE:
-            why = (
-                "FOUNDATION_NO_EXTENSIONS is set"
-                if _compat.NO_EXTENSIONS
-                else "the extension was not compiled (install with a C compiler)"
-            )
-            raise errors.BackendUnavailable(
-                f"the native registry backend is not available: {why};"
-                " use backend='python' or backend='auto'"
-            )
-        from ._native import NativeBackend
-
-        return NativeBackend(partitions, indexes)
-    if name == "python":
-        from ._python import PythonBackend
-
-        return PythonBackend(partitions, indexes)
-    if name == "etcd":
-        raise errors.ConfigError(
-            "the etcd backend needs a connection: use"
-            " 'async with open_registry(backend=\"etcd\", endpoints=[...])'"
-        )
-    raise errors.ConfigError(
-        f"unknown registry backend {backend!r}; use 'auto', 'native' or 'python'"
-    )
 
 
 class _TrioWaker:
