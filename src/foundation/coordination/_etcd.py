@@ -36,33 +36,25 @@ Differences from :class:`LocalCoordinator`, all from etcd being shared:
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-import trio
-
 from ..config import etcd_endpoints_from_env
 from ..errors import ConfigError
 from ..etcd import EtcdClient, open_etcd_client
 from ..supervision import TaskSupervisor, open_task_supervisor
+from ._checks import check_name, check_parties, check_seconds
 from ._etcd_barrier import EtcdBarrier
 from ._etcd_consensus import EtcdCounter, agree, consensus
 from ._etcd_consensus import vote as _vote
-from ._etcd_election import EtcdElection
-from ._etcd_lock import EtcdHeldLock, EtcdLock, lock_status
-from ._etcd_session import Session
-from ._local import _check_name, _check_seconds
+from ._etcd_context import EtcdContext
+from ._etcd_election import EtcdElection, EtcdElections
+from ._etcd_lock import EtcdLock, lock_status
 from ._types import Decision, LockStatus, Vote
 
-if TYPE_CHECKING:
-    from ._etcd_election import _Candidate
-
 __all__ = ["EtcdCoordinator", "open_etcd_coordinator"]
-
-logger = logging.getLogger("foundation.coordination")
 
 
 class EtcdCoordinator:
@@ -73,58 +65,36 @@ class EtcdCoordinator:
     """
 
     def __init__(self, client: EtcdClient, tasks: TaskSupervisor, *, prefix: str, ttl: int) -> None:
-        self._client = client
-        self._tasks = tasks
-        self._prefix = prefix
-        self._ttl = ttl
-        self._holds: dict[bytes, EtcdHeldLock] = {}
-        self._candidates: dict[bytes, _Candidate] = {}
-        self._election_blocks: dict[str, trio.Event] = {}
-        self._counter_gates: dict[str, trio.Lock] = {}
-        self._shared: Session | None = None
-        self._shared_gate = trio.Lock()
+        # Everything the primitives need, and all they see of this coordinator.
+        self._ctx = EtcdContext(client, tasks, prefix=prefix, ttl=ttl)
 
     def __repr__(self) -> str:
+        ctx = self._ctx
         return (
-            f"<EtcdCoordinator prefix={self._prefix!r} at {self._client.current_endpoint}:"
-            f" {len(self._holds)} locks held, {len(self._candidates)} candidates>"
+            f"<EtcdCoordinator prefix={ctx.prefix!r} at {ctx.client.current_endpoint}:"
+            f" {len(ctx.holds)} locks held,"
+            f" {len(ctx.state(EtcdElections).candidates)} candidates>"
         )
 
     @property
     def client(self) -> EtcdClient:
         """The etcd client this coordinator talks through."""
-        return self._client
+        return self._ctx.client
 
     @property
     def tasks(self) -> TaskSupervisor:
         """The task supervisor running this coordinator's background work."""
-        return self._tasks
+        return self._ctx.tasks
 
     @property
     def prefix(self) -> str:
         """The key prefix of every name (``""`` -- etcd's names as they are)."""
-        return self._prefix
+        return self._ctx.prefix
 
     @property
     def ttl(self) -> int:
         """The TTL, in seconds, of each lock's and campaign's lease (kept alive at TTL/3)."""
-        return self._ttl
-
-    async def _open_session(self, what: str) -> Session:
-        return await Session.open(self._client, self._tasks, self._ttl, what)
-
-    async def _shared_lease(self) -> int:
-        """The coordinator's shared lease (barrier arrivals), granted again if it was lost."""
-        async with self._shared_gate:
-            if self._shared is None or self._shared.lost.is_set():
-                old, self._shared = self._shared, None
-                if old is not None:
-                    logger.warning(
-                        "etcd coordinator: shared lease lost (%s); granting a new one", old.reason
-                    )
-                    await old.close()
-                self._shared = await self._open_session("shared lease")
-            return self._shared.lease_id
+        return self._ctx.ttl
 
     # -- locks ---------------------------------------------------------------
     def lock(
@@ -148,21 +118,21 @@ class EtcdCoordinator:
             LockTimeout: on entering, not granted within ``timeout``.
             ConfigError: on entering, a bad name, timeout or ttl.
         """
-        _check_name("lock name", name)
+        check_name("lock name", name)
         if holder is not None:
-            _check_name("holder", holder)
-        timeout = _check_seconds("timeout", timeout)
-        ttl = _check_seconds("ttl", ttl)
-        return EtcdLock(self, name, timeout, holder, ttl)
+            check_name("holder", holder)
+        timeout = check_seconds("timeout", timeout)
+        ttl = check_seconds("ttl", ttl)
+        return EtcdLock(self._ctx, name, timeout, holder, ttl)
 
     async def lock_status(self, name: str) -> LockStatus | None:
         """Who holds lock ``name`` now, or None; see :func:`._etcd_lock.lock_status`."""
-        return await lock_status(self, _check_name("lock name", name))
+        return await lock_status(self._ctx, check_name("lock name", name))
 
     # -- the rest ---------------------------------------------------------------
     def election(self, group: str) -> EtcdElection:
         """The election of ``group`` (etcd's election ``prefix + group``)."""
-        return EtcdElection(self, _check_name("election group", group))
+        return EtcdElection(self._ctx, check_name("election group", group))
 
     def barrier(self, name: str, parties: int) -> EtcdBarrier:
         """The reusable barrier ``name`` of ``parties`` parties.
@@ -170,14 +140,12 @@ class EtcdCoordinator:
         Raises:
             ConfigError: ``parties`` is not an int >= 1.
         """
-        _check_name("barrier name", name)
-        if isinstance(parties, bool) or not isinstance(parties, int) or parties < 1:
-            raise ConfigError(f"parties={parties!r}: use an int >= 1")
-        return EtcdBarrier(self, name, parties)
+        check_name("barrier name", name)
+        return EtcdBarrier(self._ctx, name, check_parties(parties))
 
     async def agree(self, name: str, proposal: Any) -> Any:
         """Single-decree agreement: the first (JSON) proposal for ``name`` wins; all learn it."""
-        return await agree(self, name, proposal)
+        return await agree(self._ctx, name, proposal)
 
     async def consensus(
         self,
@@ -186,7 +154,7 @@ class EtcdCoordinator:
         proposal: Any,
         quorum: int | None = None,
         unanimous: bool = False,
-        timeout: float | None = None,  # noqa: ASYNC109 -- DESIGN section 4
+        timeout: float | None = None,  # noqa: ASYNC109 -- the interface takes timeout=
     ) -> Decision:
         """Open ballot ``consensus_id`` on ``proposal`` (JSON) and wait for its decision.
 
@@ -200,7 +168,7 @@ class EtcdCoordinator:
             TypeError: the proposal is not JSON-able.
         """
         return await consensus(
-            self, consensus_id, participants, proposal, quorum, unanimous, timeout
+            self._ctx, consensus_id, participants, proposal, quorum, unanimous, timeout
         )
 
     async def vote(self, consensus_id: str, participant: str, vote: Vote) -> Decision | None:
@@ -210,11 +178,11 @@ class EtcdCoordinator:
             UnknownParticipant, DuplicateVote, ConsensusTimeout: as on the
                 local coordinator.
         """
-        return await _vote(self, consensus_id, participant, vote)
+        return await _vote(self._ctx, consensus_id, participant, vote)
 
     def counter(self, name: str) -> EtcdCounter:
         """The atomic counter ``name`` (0 until first added to)."""
-        return EtcdCounter(self, _check_name("counter name", name))
+        return EtcdCounter(self._ctx, check_name("counter name", name))
 
 
 def _check_ttl(ttl: float) -> int:

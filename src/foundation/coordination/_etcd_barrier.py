@@ -33,12 +33,12 @@ import trio
 from .. import telemetry
 from ..errors import BarrierAborted, BarrierTimeout, EtcdError
 from ..etcd import compare_create, compare_mod, op_delete, op_put, op_range
+from ._checks import check_seconds
 from ._etcd_session import Changes, dumps, loads
-from ._local import _check_seconds
 
 if TYPE_CHECKING:
     from ..etcd import KeyValue, RangeResult
-    from ._etcd import EtcdCoordinator
+    from ._etcd_context import EtcdContext
 
 __all__ = ["EtcdBarrier"]
 
@@ -73,15 +73,15 @@ class EtcdBarrier:
     every party the same ``parties``).
     """
 
-    __slots__ = ("_coord", "_dir", "name", "parties")
+    __slots__ = ("_ctx", "_dir", "name", "parties")
 
-    def __init__(self, coord: EtcdCoordinator, name: str, parties: int) -> None:
-        self._coord = coord
+    def __init__(self, ctx: EtcdContext, name: str, parties: int) -> None:
+        self._ctx = ctx
         #: The barrier's name.
         self.name = name
         #: Arrivals that release a round.
         self.parties = parties
-        self._dir = f"{coord._prefix}barrier/{name}/"
+        self._dir = f"{ctx.prefix}barrier/{name}/"
 
     def __repr__(self) -> str:
         return f"<EtcdBarrier {self.name!r} parties={self.parties}>"
@@ -97,7 +97,7 @@ class EtcdBarrier:
         return f"{self._dir}done/{_g(generation)}"
 
     async def _read_state(self) -> tuple[int, int]:
-        kv = await self._coord._client.get(self._state_key)
+        kv = await self._ctx.client.get(self._state_key)
         return self._parse_state(kv)
 
     @staticmethod
@@ -109,7 +109,7 @@ class EtcdBarrier:
         return int(generation), kv.mod_revision
 
     async def _read_round(self, generation: int) -> _Round:
-        client = self._coord._client
+        client = self._ctx.client
         result = await client.txn(
             [],
             [
@@ -131,8 +131,8 @@ class EtcdBarrier:
 
     async def _arrive(self, key: str) -> tuple[int, int, int, list[KeyValue]]:
         """Join the round now gathering; (generation, state mod, revision, arrivals)."""
-        client = self._coord._client
-        lease = await self._coord._shared_lease()
+        client = self._ctx.client
+        lease = await self._ctx.shared_lease()
         generation, mod = await self._read_state()
         while True:
             arrivals = self._arrivals(generation)
@@ -154,7 +154,7 @@ class EtcdBarrier:
     async def _try_release(self, generation: int, mod: int, arrivals: list[KeyValue]) -> bool:
         """End round ``generation`` (released) if those arrivals are all still there."""
         counted = sorted(arrivals, key=lambda kv: kv.create_revision)[: self.parties]
-        result = await self._coord._client.txn(
+        result = await self._ctx.client.txn(
             [compare_mod(self._state_key, "==", mod)]
             + [compare_create(kv.key, "==", kv.create_revision) for kv in counted],
             self._end_round(generation, aborted=False),
@@ -183,7 +183,7 @@ class EtcdBarrier:
             raise BarrierAborted(self.name, rnd.generation)
         return rnd.generation
 
-    async def wait(self, timeout: float | None = None) -> int:  # noqa: ASYNC109 -- DESIGN 4
+    async def wait(self, timeout: float | None = None) -> int:  # noqa: ASYNC109 -- the interface takes timeout=
         """Arrive and wait until ``parties`` have arrived in this round.
 
         All parties of a round are released together; the next ``wait()``
@@ -198,7 +198,7 @@ class EtcdBarrier:
                 counts this round's arrivals, this one included.
             BarrierAborted: :meth:`abort` broke the round while waiting.
         """
-        timeout = _check_seconds("timeout", timeout)
+        timeout = check_seconds("timeout", timeout)
         await trio.lowlevel.checkpoint_if_cancelled()
         deadline = math.inf if timeout is None else trio.current_time() + timeout
         key = uuid.uuid4().hex
@@ -206,7 +206,7 @@ class EtcdBarrier:
             # Arriving is one txn; shielded so an arrival is never left half-known.
             generation, mod, revision, arrivals = await self._arrive(key)
         mine = self._arrivals(generation) + key
-        changes = Changes(self._coord._client, self._dir, prefix=True, start_revision=revision + 1)
+        changes = Changes(self._ctx.client, self._dir, prefix=True, start_revision=revision + 1)
         try:
             with trio.CancelScope(deadline=deadline) as scope:
                 while True:
@@ -223,8 +223,8 @@ class EtcdBarrier:
                     arrivals = rnd.arrivals
                     if not any(kv.key.decode() == mine for kv in arrivals):
                         # Our shared lease ended (etcd was out of reach): arrive again.
-                        lease = await self._coord._shared_lease()
-                        await self._coord._client.put(
+                        lease = await self._ctx.shared_lease()
+                        await self._ctx.client.put(
                             mine, dumps({"parties": self.parties}, "arrival"), lease=lease
                         )
         except BaseException:
@@ -263,7 +263,7 @@ class EtcdBarrier:
 
     async def _withdraw(self, generation: int, mod: int, mine: str) -> int | None:
         """Delete our arrival if round ``generation`` still gathers; the arrivals it had."""
-        result = await self._coord._client.txn(
+        result = await self._ctx.client.txn(
             [compare_mod(self._state_key, "==", mod)],
             [op_range(self._arrivals(generation), prefix=True, count_only=True), op_delete(mine)],
         )
@@ -293,7 +293,7 @@ class EtcdBarrier:
                 continue
             if not rnd.arrivals:
                 return 0
-            result = await self._coord._client.txn(
+            result = await self._ctx.client.txn(
                 [compare_mod(self._state_key, "==", mod)],
                 [
                     op_range(self._arrivals(generation), prefix=True, count_only=True),

@@ -32,17 +32,17 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .. import telemetry
-from ..errors import ConfigError, ConsensusTimeout, DuplicateVote, UnknownParticipant
+from ..errors import ConsensusTimeout, DuplicateVote, UnknownParticipant
 from ..etcd import compare_create, compare_mod, op_delete, op_put, op_range
+from ._checks import check_name, check_quorum, check_seconds
 from ._etcd_session import Changes, dumps, loads
-from ._local import _check_name, _check_seconds
 from ._types import Decision, Vote
 
 if TYPE_CHECKING:
     from ..etcd import KeyValue, RangeResult
-    from ._etcd import EtcdCoordinator
+    from ._etcd_context import EtcdContext
 
-__all__ = ["EtcdCounter", "agree", "consensus", "vote"]
+__all__ = ["CounterGates", "EtcdCounter", "agree", "consensus", "vote"]
 
 logger = logging.getLogger("foundation.coordination")
 _emit = telemetry.emit
@@ -52,19 +52,19 @@ _VOTES = {v.value: v for v in Vote}
 # ---------------------------------------------------------------------------
 # Agreement
 # ---------------------------------------------------------------------------
-async def agree(coord: EtcdCoordinator, name: str, proposal: Any) -> Any:
+async def agree(ctx: EtcdContext, name: str, proposal: Any) -> Any:
     """Single-decree agreement: the first proposal for ``name`` wins; all learn it.
 
     Cancelled before it is sent, it proposes nothing; once sent it finishes
     (shielded, bounded by the client's timeout).
     """
-    _check_name("agreement name", name)
+    check_name("agreement name", name)
     raw = dumps(proposal, "proposal")
     await trio.lowlevel.checkpoint_if_cancelled()
-    key = f"{coord._prefix}agree/{name}"
+    key = f"{ctx.prefix}agree/{name}"
     with trio.CancelScope(shield=True):
         # Safe to resend: a second run finds our own value there.
-        result = await coord._client.txn(
+        result = await ctx.client.txn(
             [compare_create(key, "==", 0)],
             [op_put(key, raw)],
             [op_range(key)],
@@ -125,9 +125,9 @@ class _Ballot:
 class _Keys:
     __slots__ = ("ballot", "id", "votes")
 
-    def __init__(self, coord: EtcdCoordinator, consensus_id: str) -> None:
+    def __init__(self, ctx: EtcdContext, consensus_id: str) -> None:
         self.id = consensus_id
-        self.ballot = f"{coord._prefix}consensus/{consensus_id}"
+        self.ballot = f"{ctx.prefix}consensus/{consensus_id}"
         self.votes = self.ballot + "/votes/"
 
 
@@ -152,10 +152,10 @@ def _first_deciding(ballot: _Ballot, votes: list[KeyValue], prefix: bytes) -> An
 
 
 async def _evaluate(
-    coord: EtcdCoordinator, keys: _Keys, ballot_mod: int, *, closed_raises: bool
+    ctx: EtcdContext, keys: _Keys, ballot_mod: int, *, closed_raises: bool
 ) -> tuple[int, Decision | None]:
     """(revision read, decision) of the ballot opened at ``ballot_mod``; decides it if due."""
-    client = coord._client
+    client = ctx.client
     while True:
         result = await client.txn([], [op_range(keys.ballot), op_range(keys.votes, prefix=True)])
         ballots: RangeResult = result.responses[0]  # type: ignore[assignment]
@@ -202,51 +202,32 @@ async def _evaluate(
         return wrote.revision, decision
 
 
-def _quorum(
-    participants: Collection[str], quorum: int | None, unanimous: bool
-) -> tuple[frozenset[str], int]:
-    names = frozenset(participants)
-    if not names or not all(isinstance(p, str) and p for p in names):
-        raise ConfigError(f"participants={participants!r}: give one or more non-empty str")
-    if unanimous:
-        if quorum is not None and quorum != len(names):
-            raise ConfigError(
-                f"unanimous=True needs all {len(names)} participants; drop quorum={quorum}"
-            )
-        return names, len(names)
-    if quorum is None:
-        return names, len(names) // 2 + 1
-    if isinstance(quorum, bool) or not isinstance(quorum, int) or not 1 <= quorum <= len(names):
-        raise ConfigError(f"quorum={quorum!r}: use an int from 1 to {len(names)}")
-    return names, quorum
-
-
 async def consensus(
-    coord: EtcdCoordinator,
+    ctx: EtcdContext,
     consensus_id: str,
     participants: Collection[str],
     proposal: Any,
     quorum: int | None = None,
     unanimous: bool = False,
-    timeout: float | None = None,  # noqa: ASYNC109 -- DESIGN section 4
+    timeout: float | None = None,  # noqa: ASYNC109 -- the interface takes timeout=
 ) -> Decision:
     """Open (or join) ballot ``consensus_id`` and wait for its decision (module docstring)."""
-    _check_name("consensus id", consensus_id)
-    timeout = _check_seconds("timeout", timeout)
-    names, needed = _quorum(participants, quorum, unanimous)
+    check_name("consensus id", consensus_id)
+    timeout = check_seconds("timeout", timeout)
+    names, needed = check_quorum(participants, quorum, unanimous)
     raw = {"state": "open", "participants": sorted(names), "proposal": proposal, "quorum": needed}
     value = dumps(raw, "proposal")
     await trio.lowlevel.checkpoint_if_cancelled()
     deadline = math.inf if timeout is None else trio.current_time() + timeout
-    keys = _Keys(coord, consensus_id)
-    client = coord._client
+    keys = _Keys(ctx, consensus_id)
+    client = ctx.client
     with trio.CancelScope(shield=True):
-        ballot_mod = await _open_ballot(coord, keys, value)
+        ballot_mod = await _open_ballot(ctx, keys, value)
     decision: Decision | None = None
     error: ConsensusTimeout | None = None
     try:
         with trio.CancelScope(deadline=deadline):
-            revision, decision = await _evaluate(coord, keys, ballot_mod, closed_raises=True)
+            revision, decision = await _evaluate(ctx, keys, ballot_mod, closed_raises=True)
             changes = Changes(client, keys.ballot, prefix=True, start_revision=revision + 1)
             try:
                 while decision is None:
@@ -255,14 +236,14 @@ async def consensus(
                         e.kv.key == keys.ballot.encode() or e.kv.key.startswith(keys.votes.encode())
                         for e in events
                     ):
-                        _, decision = await _evaluate(coord, keys, ballot_mod, closed_raises=True)
+                        _, decision = await _evaluate(ctx, keys, ballot_mod, closed_raises=True)
             finally:
                 await changes.aclose()
     finally:
         if decision is None:
             # Timed out or cancelled: close the ballot, so no stale ballot stays open.
             with trio.CancelScope(shield=True):
-                decision, error = await _close_ballot(coord, keys, ballot_mod, timeout)
+                decision, error = await _close_ballot(ctx, keys, ballot_mod, timeout)
     if decision is not None:
         return decision
     assert error is not None
@@ -275,9 +256,9 @@ async def consensus(
     raise error
 
 
-async def _open_ballot(coord: EtcdCoordinator, keys: _Keys, value: str) -> int:
+async def _open_ballot(ctx: EtcdContext, keys: _Keys, value: str) -> int:
     """The mod revision of the open ballot: joined, or opened fresh (its old votes deleted)."""
-    client = coord._client
+    client = ctx.client
     while True:
         kv = await client.get(keys.ballot)
         ballot = _Ballot.parse(kv)
@@ -292,9 +273,9 @@ async def _open_ballot(coord: EtcdCoordinator, keys: _Keys, value: str) -> int:
 
 
 async def _close_ballot(
-    coord: EtcdCoordinator, keys: _Keys, ballot_mod: int, limit: float | None
+    ctx: EtcdContext, keys: _Keys, ballot_mod: int, limit: float | None
 ) -> tuple[Decision | None, ConsensusTimeout | None]:
-    client = coord._client
+    client = ctx.client
     counted = await client.range(keys.votes, prefix=True, count_only=True)
     kv = await client.get(keys.ballot)
     ballot = _Ballot.parse(kv)
@@ -316,11 +297,11 @@ async def _close_ballot(
     )
     if result.succeeded:
         return None, error
-    return await _close_ballot(coord, keys, ballot_mod, limit)
+    return await _close_ballot(ctx, keys, ballot_mod, limit)
 
 
 async def vote(
-    coord: EtcdCoordinator, consensus_id: str, participant: str, choice: Vote
+    ctx: EtcdContext, consensus_id: str, participant: str, choice: Vote
 ) -> Decision | None:
     """Cast ``participant``'s vote on ballot ``consensus_id``; the decision if there is one.
 
@@ -331,9 +312,9 @@ async def vote(
     if not isinstance(choice, Vote):
         raise TypeError(f"vote must be a Vote (ACCEPT, REJECT, ABSTAIN), got {choice!r}")
     await trio.lowlevel.checkpoint_if_cancelled()
-    keys = _Keys(coord, consensus_id)
+    keys = _Keys(ctx, consensus_id)
     mine = keys.votes + participant
-    client = coord._client
+    client = ctx.client
     while True:
         result = await client.txn([], [op_range(keys.ballot), op_range(mine)])
         ballots: RangeResult = result.responses[0]  # type: ignore[assignment]
@@ -367,23 +348,37 @@ async def vote(
                 {},
                 {"consensus_id": consensus_id, "participant": participant, "vote": choice.value},
             )
-            _, decision = await _evaluate(coord, keys, kv.mod_revision, closed_raises=False)
+            _, decision = await _evaluate(ctx, keys, kv.mod_revision, closed_raises=False)
         return decision
 
 
 # ---------------------------------------------------------------------------
 # Counters
 # ---------------------------------------------------------------------------
+class CounterGates:
+    """One coordinator's local gates, by counter name (an ``EtcdContext.state``).
+
+    Adds of one coordinator to one counter take turns behind its gate, so
+    they do not contend in etcd's compare-and-swap.
+    """
+
+    __slots__ = ("gates",)
+
+    def __init__(self) -> None:
+        self.gates: dict[str, trio.Lock] = {}
+
+
 class EtcdCounter:
     """An atomic counter of an :class:`EtcdCoordinator` (``coord.counter(name)``)."""
 
-    __slots__ = ("_coord", "_key", "name")
+    __slots__ = ("_ctx", "_gates", "_key", "name")
 
-    def __init__(self, coord: EtcdCoordinator, name: str) -> None:
-        self._coord = coord
+    def __init__(self, ctx: EtcdContext, name: str) -> None:
+        self._ctx = ctx
+        self._gates = ctx.state(CounterGates).gates
         #: The counter's name.
         self.name = name
-        self._key = f"{coord._prefix}counter/{name}"
+        self._key = f"{ctx.prefix}counter/{name}"
 
     def __repr__(self) -> str:
         return f"<EtcdCounter {self.name!r}>"
@@ -398,9 +393,9 @@ class EtcdCounter:
         if isinstance(n, bool) or not isinstance(n, int):
             raise TypeError(f"counter increment must be an int, got {n!r}")
         await trio.lowlevel.checkpoint_if_cancelled()
-        gate = self._coord._counter_gates.get(self.name)
+        gate = self._gates.get(self.name)
         if gate is None:
-            gate = self._coord._counter_gates[self.name] = trio.Lock()
+            gate = self._gates[self.name] = trio.Lock()
         async with gate:
             with trio.CancelScope(shield=True):
                 value = await self._add(n)
@@ -412,7 +407,7 @@ class EtcdCounter:
         return value
 
     async def _add(self, n: int) -> int:
-        client = self._coord._client
+        client = self._ctx.client
         kv = await client.get(self._key)
         while True:
             current = _int(kv)
@@ -429,7 +424,7 @@ class EtcdCounter:
     async def get(self) -> int:
         """The current value (0 if never added to)."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        return _int(await self._coord._client.get(self._key))
+        return _int(await self._ctx.client.get(self._key))
 
 
 def _int(kv: KeyValue | None) -> int:

@@ -36,15 +36,15 @@ import trio
 from .. import telemetry
 from ..errors import EtcdError, LeadershipLost
 from ..etcd import compare_create, op_delete, op_put, op_range
+from ._checks import check_name
 from ._etcd_session import Changes, Session, session_expired
-from ._local import _check_name
 from ._types import Leader, Term
 
 if TYPE_CHECKING:
-    from ..etcd import KeyValue
-    from ._etcd import EtcdCoordinator
+    from ..etcd import EtcdClient, KeyValue
+    from ._etcd_context import EtcdContext
 
-__all__ = ["EtcdElection"]
+__all__ = ["EtcdElection", "EtcdElections"]
 
 logger = logging.getLogger("foundation.coordination")
 _emit = telemetry.emit
@@ -86,6 +86,21 @@ class _Candidate:
         self.scope.cancel()
 
 
+class EtcdElections:
+    """One coordinator's campaigns (its :meth:`~._etcd_context.EtcdContext.state`).
+
+    ``candidates``: this coordinator's elected candidates by leader key (so
+    ``resign()`` can tell its own leader's block); ``blocks``: per group,
+    set once the running leader block has exited.
+    """
+
+    __slots__ = ("blocks", "candidates")
+
+    def __init__(self) -> None:
+        self.candidates: dict[bytes, _Candidate] = {}
+        self.blocks: dict[str, trio.Event] = {}
+
+
 def _leader_of(kvs: list[KeyValue]) -> Leader | None:
     if not kvs:
         return None
@@ -96,13 +111,14 @@ def _leader_of(kvs: list[KeyValue]) -> Leader | None:
 class EtcdElection:
     """One election group of an :class:`EtcdCoordinator` (``coord.election(group)``)."""
 
-    __slots__ = ("_coord", "_name", "group")
+    __slots__ = ("_book", "_ctx", "_name", "group")
 
-    def __init__(self, coord: EtcdCoordinator, group: str) -> None:
-        self._coord = coord
+    def __init__(self, ctx: EtcdContext, group: str) -> None:
+        self._ctx = ctx
+        self._book = ctx.state(EtcdElections)
         #: The election group's name (without the coordinator's prefix).
         self.group = group
-        self._name = coord._prefix + group
+        self._name = ctx.prefix + group
 
     def __repr__(self) -> str:
         return f"<EtcdElection {self.group!r} (etcd name {self._name!r})>"
@@ -123,18 +139,18 @@ class EtcdElection:
                 someone else (``resign()`` from another task or process) or
                 its lease ended; the block was cancelled.
         """
-        _check_name("candidate", candidate)
+        check_name("candidate", candidate)
         await trio.lowlevel.checkpoint_if_cancelled()
         me = await self._elect(candidate)
-        coord = self._coord
-        coord._candidates[me.key] = me
+        book = self._book
+        book.candidates[me.key] = me
         try:
             # Within this coordinator, the previous leader's block exits first.
-            previous = coord._election_blocks.get(self.group)
+            previous = book.blocks.get(self.group)
             while previous is not None and not previous.is_set():
                 await previous.wait()
-                previous = coord._election_blocks.get(self.group)
-            coord._election_blocks[self.group] = me.exited
+                previous = book.blocks.get(self.group)
+            book.blocks[self.group] = me.exited
             me.session.on_lost(me.on_lost)
         except BaseException:
             await self._step_down(me)
@@ -162,7 +178,7 @@ class EtcdElection:
     async def _elect(self, candidate: str) -> _Candidate:
         task = trio.lowlevel.current_task()
         while True:
-            session = await self._coord._open_session(
+            session = await self._ctx.open_session(
                 f"election {self.group!r} candidate {candidate!r}"
             )
             try:
@@ -176,7 +192,7 @@ class EtcdElection:
             return _Candidate(task, candidate, session, key, term)
 
     async def _join(self, session: Session, candidate: str) -> tuple[bytes, int]:
-        client = self._coord._client
+        client = self._ctx.client
         queue = self._name + "/"
         key = f"{queue}{session.lease_id:x}".encode()
         value = candidate.encode()
@@ -222,16 +238,16 @@ class EtcdElection:
         return key, term
 
     async def _step_down(self, me: _Candidate) -> None:
-        coord = self._coord
-        if coord._candidates.get(me.key) is me:
-            del coord._candidates[me.key]
+        book = self._book
+        if book.candidates.get(me.key) is me:
+            del book.candidates[me.key]
         was_leading = me.lost is None and not me.self_resigned
         try:
             await me.session.close()  # shielded; revoking deletes the key
         finally:
             me.exited.set()
-            if coord._election_blocks.get(self.group) is me.exited:
-                del coord._election_blocks[self.group]
+            if book.blocks.get(self.group) is me.exited:
+                del book.blocks[self.group]
         if was_leading:
             _emit(
                 "foundation.coordination.election.resigned",
@@ -242,7 +258,7 @@ class EtcdElection:
     async def leader(self) -> Leader | None:
         """The current leader (lowest key of the group), or None; one round trip."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        kv = await self._coord._client.leader(self._name)
+        kv = await self._ctx.client.leader(self._name)
         if kv is None:
             return None
         return Leader(kv.value.decode("utf-8", errors="replace"), kv.create_revision)
@@ -258,12 +274,12 @@ class EtcdElection:
         block to exit. The delete is shielded.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        client = self._coord._client
+        client = self._ctx.client
         kv = await client.leader(self._name)
         if kv is None:
             return False
         caller = trio.lowlevel.current_task()
-        me = self._coord._candidates.get(kv.key)
+        me = self._book.candidates.get(kv.key)
         if me is not None:
             if caller is me.task:
                 me.self_resigned = True
@@ -296,14 +312,14 @@ class EtcdElection:
         last read and closes it before returning, so an abandoned iterator
         holds no connection.
         """
-        return _LeaderObserver(self._coord, self._name + "/")
+        return _LeaderObserver(self._ctx.client, self._name + "/")
 
 
 class _LeaderObserver:
-    __slots__ = ("_coord", "_first", "_last", "_queue", "_revision")
+    __slots__ = ("_client", "_first", "_last", "_queue", "_revision")
 
-    def __init__(self, coord: EtcdCoordinator, queue: str) -> None:
-        self._coord = coord
+    def __init__(self, client: EtcdClient, queue: str) -> None:
+        self._client = client
         self._queue = queue
         self._first = True
         self._last: Leader | None = None
@@ -313,7 +329,7 @@ class _LeaderObserver:
         return self
 
     async def _read(self) -> Leader | None:
-        result = await self._coord._client.range(self._queue, prefix=True)
+        result = await self._client.range(self._queue, prefix=True)
         self._revision = result.header.revision
         return _leader_of(result.kvs)
 
@@ -322,9 +338,7 @@ class _LeaderObserver:
             self._first = False
             self._last = await self._read()
             return self._last
-        changes = Changes(
-            self._coord._client, self._queue, prefix=True, start_revision=self._revision + 1
-        )
+        changes = Changes(self._client, self._queue, prefix=True, start_revision=self._revision + 1)
         try:
             while True:
                 await changes.next()

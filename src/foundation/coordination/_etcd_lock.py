@@ -39,14 +39,15 @@ from typing import TYPE_CHECKING
 import trio
 
 from .. import telemetry
-from ..errors import EtcdError, LockLost, LockNotHeld, LockTimeout
+from ..errors import EtcdError, LockLost, LockTimeout
 from ..etcd import compare_create, op_put, op_range
 from ._etcd_session import Session, dumps, loads, session_expired
+from ._held import HeldLockRecord, not_holding
 from ._types import LockStatus
 
 if TYPE_CHECKING:
     from ..etcd import KeyValue
-    from ._etcd import EtcdCoordinator
+    from ._etcd_context import EtcdContext
 
 __all__ = ["EtcdHeldLock", "EtcdLock", "lock_status"]
 
@@ -58,30 +59,17 @@ class _Retry(Exception):
     """Internal: the session was lost before the lock was held; start again."""
 
 
-class EtcdHeldLock:
+class EtcdHeldLock(HeldLockRecord):
     """A held etcd lock (``async with coord.lock(name) as held``).
 
     Made by the coordinator; do not instantiate. Sync attributes never block.
     """
 
-    __slots__ = (
-        "_coord",
-        "_scope",
-        "_session",
-        "holder",
-        "key",
-        "lost",
-        "name",
-        "reason",
-        "released",
-        "since",
-        "task",
-        "token",
-    )
+    __slots__ = ("_ctx", "_session", "key", "reason")
 
     def __init__(
         self,
-        coord: EtcdCoordinator,
+        ctx: EtcdContext,
         name: str,
         holder: str,
         task: trio.lowlevel.Task,
@@ -89,34 +77,13 @@ class EtcdHeldLock:
         key: bytes,
         token: int,
     ) -> None:
-        self._coord = coord
+        super().__init__(name, holder, task, token)
+        self._ctx = ctx
         self._session = session
-        #: The lock's name (without the coordinator's prefix).
-        self.name = name
-        #: Who holds it (by default the acquiring task's name).
-        self.holder = holder
-        self.task = task
-        #: The etcd key that holds the lock.
+        #: The etcd key that holds the lock (its create revision is the token).
         self.key = key
-        #: The fencing token: the key's create revision.
-        self.token = token
-        #: When it was granted (:func:`trio.current_time`).
-        self.since = trio.current_time()
-        self.released = False
-        #: True once the lock was taken away (lease ended, key deleted, ttl ran out).
-        self.lost = False
-        #: Why it was lost.
+        #: Why it was lost (lease ended, key deleted, ttl ran out), or None.
         self.reason: str | None = None
-        self._scope: trio.CancelScope | None = None
-
-    @property
-    def fencing_token(self) -> int:
-        """Strictly increasing per lock name; pass it along with the writes it guards."""
-        return self.token
-
-    def __repr__(self) -> str:
-        state = "lost" if self.lost else "released" if self.released else "held"
-        return f"<EtcdHeldLock {self.name!r} {state} by {self.holder!r} token={self.token}>"
 
     def _on_lost(self, reason: str) -> None:
         if self.released or self.lost:
@@ -147,22 +114,18 @@ class EtcdHeldLock:
         """
         task = trio.lowlevel.current_task()
         if task is not self.task:
-            raise LockNotHeld(
-                self.name,
-                f"task {task.name!r} is not its holder (held by {self.holder!r},"
-                f" task {self.task.name!r})",
-            )
+            raise self._not_holder(task)
         if self.lost and not self.released:
             await self._drop("lost")
             raise LockLost(self.name, self.token)
         if self.released:
-            raise LockNotHeld(self.name, "it was already released")
+            raise self._released_already()
         await self._drop("release")
 
     async def _drop(self, why: str) -> None:
         self.released = True
-        if self._coord._holds.get(self.key) is self:
-            del self._coord._holds[self.key]
+        if self._ctx.holds.get(self.key) is self:
+            del self._ctx.holds[self.key]
         await self._session.close()
         if why == "release":
             _emit(
@@ -182,17 +145,17 @@ class EtcdLock:
     waits like anyone else.
     """
 
-    __slots__ = ("_coord", "_holder", "_holds", "_scoped", "name", "timeout", "ttl")
+    __slots__ = ("_ctx", "_holder", "_holds", "_scoped", "name", "timeout", "ttl")
 
     def __init__(
         self,
-        coord: EtcdCoordinator,
+        ctx: EtcdContext,
         name: str,
         timeout: float | None,
         holder: str | None,
         ttl: float | None,
     ) -> None:
-        self._coord = coord
+        self._ctx = ctx
         self.name = name
         self.timeout = timeout
         self.ttl = ttl
@@ -228,11 +191,8 @@ class EtcdLock:
         task = trio.lowlevel.current_task()
         hold = self._holds.pop(task, None)
         if hold is None:
-            status = await lock_status(self._coord, self.name)
-            reason = f"task {task.name!r} does not hold it" + (
-                f" (held by {status.holder!r})" if status is not None else " (nobody holds it)"
-            )
-            raise LockNotHeld(self.name, reason)
+            status = await lock_status(self._ctx, self.name)
+            raise not_holding(self.name, task, status.holder if status is not None else None)
         await hold.release()
 
     async def __aenter__(self) -> EtcdHeldLock:
@@ -270,14 +230,14 @@ class EtcdLock:
     # -- acquisition ---------------------------------------------------------
     async def _acquire(self) -> EtcdHeldLock:
         await trio.lowlevel.checkpoint_if_cancelled()
-        coord = self._coord
+        ctx = self._ctx
         task = trio.lowlevel.current_task()
         who = self._holder if self._holder is not None else task.name
         started = trio.current_time()
         deadline = math.inf if self.timeout is None else started + self.timeout
-        lock_name = coord._prefix + self.name
+        lock_name = ctx.prefix + self.name
         while True:
-            session = await coord._open_session(f"lock {self.name!r} ({who})")
+            session = await ctx.open_session(f"lock {self.name!r} ({who})")
             try:
                 key, token = await self._join(session, lock_name, who, deadline)
             except _Retry:
@@ -286,8 +246,8 @@ class EtcdLock:
             except BaseException:
                 await session.close()
                 raise
-            hold = EtcdHeldLock(coord, self.name, who, task, session, key, token)
-            coord._holds[key] = hold
+            hold = EtcdHeldLock(ctx, self.name, who, task, session, key, token)
+            ctx.holds[key] = hold
             session.on_lost(hold._on_lost)
             if self.ttl is not None:
                 session.expire_after(self.ttl)
@@ -301,7 +261,7 @@ class EtcdLock:
     async def _join(
         self, session: Session, lock_name: str, who: str, deadline: float
     ) -> tuple[bytes, int]:
-        client = self._coord._client
+        client = self._ctx.client
         queue = lock_name + "/"
         key = f"{queue}{session.lease_id:x}".encode()
         value = dumps({"holder": who, "since": time.time()}, "holder")
@@ -356,7 +316,7 @@ class EtcdLock:
         return key, token
 
 
-async def lock_status(coord: EtcdCoordinator, name: str) -> LockStatus | None:
+async def lock_status(ctx: EtcdContext, name: str) -> LockStatus | None:
     """Who holds etcd lock ``name`` now (the key with the lowest create revision), or None.
 
     ``since`` is on this process's Trio clock: exact for holds of this
@@ -366,14 +326,14 @@ async def lock_status(coord: EtcdCoordinator, name: str) -> LockStatus | None:
     such a foreign key is its lease ID in hex (the key's last part).
     """
     await trio.lowlevel.checkpoint_if_cancelled()
-    queue = coord._prefix + name + "/"
-    result = await coord._client.range(queue, prefix=True)
+    queue = ctx.prefix + name + "/"
+    result = await ctx.client.range(queue, prefix=True)
     if not result.kvs:
         return None
     kv = min(result.kvs, key=lambda kv: kv.create_revision)
-    hold = coord._holds.get(kv.key)
+    hold = ctx.holds.get(kv.key)
     if hold is not None and not hold.released:
-        return LockStatus(hold.holder, hold.since, hold.token)
+        return hold.status()
     now = trio.current_time()
     data = loads(kv.value)
     if isinstance(data, dict) and isinstance(data.get("holder"), str):
