@@ -17,7 +17,7 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -208,22 +208,49 @@ class Registry:
         registry.lookup("services", "db")   # -> conn
     """
 
-    # Bound straight to the backend in _bind(); documented in _backend.py.
-    lookup: Callable[[Hashable, Hashable], Any]
-    get: Callable[..., Any]
-    lookup_with_metadata: Callable[[Hashable, Hashable], Registration]
-    metadata: Callable[[Hashable, Hashable], Mapping[Any, Any]]
-    names: Callable[[Hashable], list[Any]]
-    registrations: Callable[..., list[Registration]]
-    count: Callable[..., int]
-    members: Callable[[Hashable, Hashable], list[Registration]]
-    member_count: Callable[[Hashable, Hashable], int]
-    register_nowait: Callable[..., Registration]
-    unregister_nowait: Callable[[Hashable, Hashable], bool]
-    update_metadata_nowait: Callable[[Hashable, Hashable, Mapping[Any, Any] | None], Registration]
-    unregister_owner_nowait: Callable[[Hashable], int]
-    join_nowait: Callable[..., Registration]
-    leave_nowait: Callable[[Hashable, Hashable, Any], bool]
+    if TYPE_CHECKING:
+        # What type checkers see of the methods _bind() stores on each
+        # instance: the backend's own bound methods (``registry.lookup is
+        # backend.lookup``), so a read runs no Python frame of the facade.
+        # Stubs only: at run time the class defines none of them. The rules
+        # are the Backend contract (_backend.py).
+
+        # reads
+        def lookup(self, ns: Hashable, name: Hashable) -> Any: ...
+        def get(self, ns: Hashable, name: Hashable, default: Any = None) -> Any: ...
+        def lookup_with_metadata(self, ns: Hashable, name: Hashable) -> Registration: ...
+        def metadata(self, ns: Hashable, name: Hashable) -> Mapping[Any, Any]: ...
+        def names(self, ns: Hashable) -> list[Any]: ...
+        def registrations(self, ns: Hashable | None = None) -> list[Registration]: ...
+        def count(self, ns: Hashable | None = None) -> int: ...
+        def members(self, ns: Hashable, group: Hashable) -> list[Registration]: ...
+        def member_count(self, ns: Hashable, group: Hashable) -> int: ...
+
+        # synchronous writes (BackendIsAsync on an async backend)
+        def register_nowait(
+            self,
+            ns: Hashable,
+            name: Hashable,
+            value: Any,
+            metadata: Mapping[Any, Any] | None = None,
+            *,
+            owner: Hashable | None = None,
+        ) -> Registration: ...
+        def unregister_nowait(self, ns: Hashable, name: Hashable) -> bool: ...
+        def update_metadata_nowait(
+            self, ns: Hashable, name: Hashable, metadata: Mapping[Any, Any] | None
+        ) -> Registration: ...
+        def unregister_owner_nowait(self, owner: Hashable) -> int: ...
+        def join_nowait(
+            self,
+            ns: Hashable,
+            group: Hashable,
+            value: Any,
+            metadata: Mapping[Any, Any] | None = None,
+            *,
+            owner: Hashable | None = None,
+        ) -> Registration: ...
+        def leave_nowait(self, ns: Hashable, group: Hashable, value: Any) -> bool: ...
 
     def __init__(
         self,
@@ -253,22 +280,12 @@ class Registry:
 
     def _bind(self) -> None:
         b = self._backend
-        self.lookup = b.lookup
-        self.get = b.get
-        self.lookup_with_metadata = b.lookup_with_metadata
-        self.metadata = b.metadata
-        self.names = b.names
-        self.registrations = b.registrations
-        self.count = b.count
-        self.members = b.members
-        self.member_count = b.member_count
-        # An async backend's synchronous writes raise BackendIsAsync themselves.
-        self.register_nowait = b.register
-        self.unregister_nowait = b.unregister
-        self.update_metadata_nowait = b.update_metadata
-        self.unregister_owner_nowait = b.unregister_owner
-        self.join_nowait = b.join
-        self.leave_nowait = b.leave
+        # The reads, and the *_nowait writes (an async backend's synchronous
+        # writes raise BackendIsAsync themselves): the backend's own methods.
+        for name in _BOUND_READS:
+            setattr(self, name, getattr(b, name))
+        for name in _NOWAIT_WRITES:
+            setattr(self, f"{name}_nowait", getattr(b, name))
         if self._unsubscribe_faults is not None:
             self._unsubscribe_faults()
             self._unsubscribe_faults = None
@@ -765,6 +782,19 @@ class Registry:
             await trio.lowlevel.checkpoint()
 
 
+#: Reads the facade takes straight from its backend (same names).
+_BOUND_READS = (
+    "lookup",
+    "get",
+    "lookup_with_metadata",
+    "metadata",
+    "names",
+    "registrations",
+    "count",
+    "members",
+    "member_count",
+)
+#: Writes whose backend method is the facade's ``<name>_nowait``.
 _NOWAIT_WRITES = ("register", "unregister", "update_metadata", "unregister_owner", "join", "leave")
 
 
