@@ -40,7 +40,7 @@ import trio.testing
 
 from foundation.registry import Registry, _compat, open_registry
 
-pytest_plugins = ["_etcd_fixtures"]
+pytest_plugins = ["_etcd_fixtures", "_skip_guard"]
 
 
 def _native_compiled() -> bool:
@@ -239,8 +239,12 @@ def _local_only_guard(request: pytest.FixtureRequest) -> None:
     backend = callspec.params.get("backend_name") if callspec is not None else None
     if backend not in _REMOTE_BACKENDS:
         return
-    if request.node.get_closest_marker("local_only"):
-        pytest.skip(f"local-only behaviour (not on the {backend} backend)")
+    marker = request.node.get_closest_marker("local_only")
+    if marker is not None:
+        # A skip here, before the test runs, keeps its reason; pytest.skip()
+        # inside a trio test body is reported without one.
+        why = marker.kwargs.get("reason", "local-only behaviour")
+        pytest.skip(f"{why} (not on the {backend} backend)")
     if _MOCK_CLOCKS & set(request.fixturenames):
         pytest.skip(
             f"runs on a mock clock, which cannot drive the {backend} backend's sockets"

@@ -266,8 +266,6 @@ def _consistent(registry: Registry) -> None:
 @pytest.mark.parametrize("probe_op", ["register", "lookup", "unregister", "update_metadata"])
 @pytest.mark.parametrize("side_effect", ["register-other", "unregister-self", "grow-table"])
 async def test_reentrant_eq(registry: Registry, ns: Any, probe_op: str, side_effect: str) -> None:
-    if registry.backend.is_async:
-        pytest.skip("_nowait writes are local-only")
 
     def register_other() -> None:
         registry.register_nowait(ns, "side", "effect")

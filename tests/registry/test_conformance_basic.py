@@ -244,9 +244,8 @@ async def test_conflicting_register(
     assert snapshot(registry) == before
 
 
+@pytest.mark.local_only(reason="no _nowait writes on an async backend")
 async def test_register_nowait_conflict_same_as_async(registry: Registry, ns: Any) -> None:
-    if registry.backend.is_async:
-        pytest.skip("no _nowait writes on an async backend")
     registry.register_nowait(ns, "a", 1)
     with pytest.raises(errors.AlreadyRegistered):
         registry.register_nowait(ns, "a", 2)

@@ -104,9 +104,8 @@ async def test_closed_registry(registry: Registry, ns: Any) -> None:
     assert isinstance(registry.health_check().ok, bool)
 
 
+@pytest.mark.local_only(reason="_nowait writes are local-only")
 async def test_closed_registry_nowait(registry: Registry, ns: Any) -> None:
-    if registry.backend.is_async:
-        pytest.skip("_nowait writes are local-only")
     registry.register_nowait(ns, "a", 1, owner="o")
     registry.close()
     with pytest.raises(errors.RegistryClosed):

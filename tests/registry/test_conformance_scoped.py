@@ -211,9 +211,8 @@ async def test_wait_for_cancelled_scope(registry: Registry, ns: Any) -> None:
     assert scope.cancelled_caught
 
 
+@pytest.mark.local_only(reason="_nowait writes are local-only")
 async def test_wait_for_registration_from_a_thread(registry: Registry, ns: Any) -> None:
-    if registry.backend.is_async:
-        pytest.skip("_nowait writes are local-only")
     result: list[Registration] = []
 
     async def waiter() -> None:
@@ -227,11 +226,10 @@ async def test_wait_for_registration_from_a_thread(registry: Registry, ns: Any) 
     assert [r.value for r in result] == [42]
 
 
+@pytest.mark.local_only(reason="_nowait writes are local-only")
 async def test_wait_for_thread_registers_while_waiter_starts(registry: Registry, ns: Any) -> None:
     # No gap between looking and waiting: a registration landing from a
     # thread while wait_for sets up is never missed.
-    if registry.backend.is_async:
-        pytest.skip("_nowait writes are local-only")
     with trio.fail_after(20):
         for i in range(30):
             async with trio.open_nursery() as nursery:

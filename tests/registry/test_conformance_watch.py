@@ -296,9 +296,8 @@ async def test_cancelled_consumer(registry: Registry, ns: Any) -> None:
         assert ev.name == "a"
 
 
+@pytest.mark.local_only(reason="_nowait writes are local-only")
 async def test_events_from_other_threads(registry: Registry, ns: Any) -> None:
-    if registry.backend.is_async:
-        pytest.skip("_nowait writes are local-only")
     async with registry.watch(ns) as events:
         for i in range(20):
             await trio.to_thread.run_sync(registry.register_nowait, ns, i, i)

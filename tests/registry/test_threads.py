@@ -204,8 +204,6 @@ def test_groups_from_threads(local_registry: Registry) -> None:
 
 
 async def test_to_thread_race_exactly_one_wins(registry: Registry, ns: Any) -> None:
-    if registry.backend.is_async:
-        pytest.skip("_nowait writes are local-only")
     for round_ in range(20):
         outcomes: list[Any] = []
 
@@ -226,8 +224,6 @@ async def test_to_thread_race_exactly_one_wins(registry: Registry, ns: Any) -> N
 
 
 async def test_async_tasks_and_threads_together(registry: Registry, ns: Any) -> None:
-    if registry.backend.is_async:
-        pytest.skip("_nowait writes are local-only")
     wins: list[str] = []
 
     def thread_side(i: int) -> None:
