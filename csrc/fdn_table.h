@@ -9,7 +9,7 @@
  *
  * A slot is {uint64 hash; void *a; void *b; void *value}: 32 bytes, two per
  * cache line, so a lookup hit touches one slot line and compares the stored
- * hash before it dereferences any key object (hash-table-facts.md 2.6: the
+ * hash before it dereferences any key object (docs/contract.rst: the
  * khash maps that skip this are 1.3-2.5x slower than dict at 1e6 entries).
  * Per-entry bookkeeping (metadata, owner, index links) lives in a separately
  * allocated fdn_rec reached through the parallel `recs` array, so it never

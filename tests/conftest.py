@@ -21,9 +21,9 @@ Fixtures that open registries: ``registry`` (one, async), ``new_registry``
 
 Tests marked ``local_only`` (non-portable keys, non-JSON values, ``_nowait``
 writes, threads) skip on etcd, and so do tests that ask for ``autojump_clock``
-or ``mock_clock``: a mock clock cannot drive real sockets (DESIGN section 5);
-portable timing tests take ``registry_clock`` instead (autojump locally, the
-real clock on etcd).
+or ``mock_clock``: a mock clock cannot drive real sockets (autojump fires
+while a task waits on a socket); portable timing tests take
+``registry_clock`` instead (autojump locally, the real clock on etcd).
 """
 
 from __future__ import annotations
@@ -248,5 +248,6 @@ def _local_only_guard(request: pytest.FixtureRequest) -> None:
     if _MOCK_CLOCKS & set(request.fixturenames):
         pytest.skip(
             f"runs on a mock clock, which cannot drive the {backend} backend's sockets"
-            " (DESIGN section 5); portable timing tests use registry_clock"
+            " (autojump fires while a task waits on one); portable timing tests use"
+            " registry_clock"
         )

@@ -33,7 +33,7 @@ PAGES = {
     "telemetry": "foundation.telemetry",
     "configuration": "foundation.config",
 }
-OTHER_PAGES = ["index", "cli", "performance"]
+OTHER_PAGES = ["index", "cli", "performance", "contract"]
 
 
 def _build(out: Path, env_overrides: dict[str, str | None]) -> None:
@@ -82,6 +82,18 @@ def test_docs_build_without_warnings(tmp_path: Path, env_overrides: dict[str, st
             if not any(target in html for target in targets):
                 missing.append(f"{modname}.{name} (on {page}.html)")
     assert not missing, f"public names without a docs entry: {missing}"
+
+    # The contract the code's comments point to: layers, backends, etcd keys, targets.
+    contract = (out / "contract.html").read_text(encoding="utf-8")
+    for section in (
+        "layers",
+        "backend-contract-summary",
+        "etcd-layout",
+        "performance-targets",
+        "read-path-facts",
+    ):
+        assert f'id="{section}"' in contract, f"{section} is not on contract.html"
+    assert 'id="backend-contract"' in (out / "registry.html").read_text(encoding="utf-8")
 
     config = (out / "configuration.html").read_text(encoding="utf-8")
     for var in (

@@ -60,7 +60,7 @@ def reraise_collapsed(group: BaseExceptionGroup[Any]) -> NoReturn:
     """Raise the group's single non-Cancelled error as itself, else the group.
 
     Scoped APIs promise "exactly one error ends the block -> raised as
-    itself; several -> ExceptionGroup" (DESIGN section 3), as trio-websocket's
+    itself; several -> ExceptionGroup", as trio-websocket's
     ``open_websocket`` does. The error keeps its own ``__cause__`` and
     ``__context__`` (the group does not become its context).
     """

@@ -168,7 +168,7 @@ def emit(
         try:
             info.handler(event, meas, meta)
         except Exception:
-            # A broken handler must never break the code that emits (DESIGN 7);
+            # A broken handler must never break the code that emits;
             # it is detached so it does not fail (and log) on every event.
             logger.exception(
                 "telemetry handler %r raised on event %r and was detached",

@@ -130,8 +130,8 @@ def _read_table(registry: Registry) -> Any:
 async def test_reads_are_the_backends_own_methods(
     backend_name: str, registry_options: dict[str, Any]
 ) -> None:
-    # DESIGN section 2: no wrapper frame on the read path (on etcd: the
-    # methods of its local table, native when built)
+    # No wrapper frame on the read path (docs/contract.rst); on etcd: the
+    # methods of its local table, native when built
     async with open_registry(backend=backend_name, **registry_options) as registry:
         table = _read_table(registry)
         for name in READS:

@@ -1,5 +1,6 @@
-"""OS threads writing and reading one registry at once (both backends are
-thread-safe: DESIGN section 2). Bounded op counts keep this a few seconds.
+"""OS threads writing and reading one registry at once (both local backends
+are thread-safe: see the backend contract in docs/registry.rst). Bounded op
+counts keep this a few seconds.
 """
 
 from __future__ import annotations

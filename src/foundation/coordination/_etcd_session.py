@@ -2,7 +2,7 @@
 
 A :class:`Session` is one etcd lease of one lock acquisition or one
 campaign (etcd treats a second Lock or Campaign with the same lease as
-already done, DESIGN section 4). Its keepalive runs in a task of the
+already done). Its keepalive runs in a task of the
 coordinator's :class:`~foundation.supervision.TaskSupervisor`, so a lock can
 be acquired in one call and released in another. A session is *lost* when
 its lease ends (keepalive answered TTL 0, or no member renewed it within

@@ -106,7 +106,7 @@ class Barrier(Protocol):
 
     async def wait(
         self,
-        timeout: float | None = None,  # noqa: ASYNC109 -- DESIGN section 4 names wait(timeout=)
+        timeout: float | None = None,  # noqa: ASYNC109 -- the interface is wait(timeout=)
     ) -> int:
         """Wait until ``parties`` have arrived; returns the round (generation) passed."""
         ...
@@ -162,7 +162,7 @@ class Coordinator(Protocol):
         proposal: Any,
         quorum: int | None = None,
         unanimous: bool = False,
-        timeout: float | None = None,  # noqa: ASYNC109 -- DESIGN section 4 names it
+        timeout: float | None = None,  # noqa: ASYNC109 -- the interface takes timeout=
     ) -> Decision: ...
 
     async def vote(self, consensus_id: str, participant: str, vote: Vote) -> Decision | None: ...

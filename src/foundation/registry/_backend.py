@@ -87,7 +87,7 @@ Async writes (``is_async = True``: the etcd backend)
     ``aunregister_owner``, ``ajoin``, ``aleave``, ``aregister_many``, with
     the same arguments, results and errors as the synchronous forms, plus:
 
-    * Cancellation (DESIGN section 2): a write cancelled before it is sent
+    * Cancellation: a write cancelled before it is sent
       writes nothing; once sent it is shielded (bounded by the backend's own
       timeouts) and completes, so a finished call never reports
       ``Cancelled``. Writes are checkpoints.

@@ -54,7 +54,7 @@ _NOT_STARTED = object()
 _ESCALATE = object()
 
 # Which supervisor holds which owner id in a shared registry. The owner of a
-# ``register_as`` name is the child id (DESIGN section 3); a second live
+# ``register_as`` name is the child id (documented on ChildSpec); a second live
 # supervisor on the same registry with an equal child id would otherwise share
 # that owner (and the registry treats a same-owner, same-value register as an
 # idempotent update), so it gets a qualified owner instead:

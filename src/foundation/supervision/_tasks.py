@@ -137,7 +137,7 @@ class TaskSupervisor:
         self,
         fn: Callable[[Unpack[Ts]], Awaitable[T]],
         *args: *Ts,
-        timeout: float | None = None,  # noqa: ASYNC109 -- DESIGN section 3 names tasks.run(timeout=)
+        timeout: float | None = None,  # noqa: ASYNC109 -- the documented API is tasks.run(timeout=)
         name: str | None = None,
     ) -> T:
         """Run ``await fn(*args)`` as a supervised task and wait for its result.
