@@ -32,6 +32,17 @@ Differences from :class:`LocalCoordinator`, all from etcd being shared:
   names it (not None) while the resigned block may still be exiting; only
   blocks of one coordinator are kept from overlapping.
 * Values passed to ``agree`` and ``consensus`` must be JSON-able.
+
+Layout: one module per primitive, mirrored by the local side
+(``_local_<primitive>.py``). A primitive is given the coordinator's
+:class:`~._etcd_context.EtcdContext` (client, prefix, TTL, task supervisor,
+holds, sessions, the shared lease), never the coordinator, and keeps any
+per-coordinator state of its own in an object of its own class
+(``ctx.state(Kind)``). A hold (a lock, and later a semaphore slot or a
+read/write hold) subclasses :class:`~._held.HeldLockRecord`. Adding a
+primitive is one module here, one on the local side, and one method on
+each coordinator (and the :class:`~foundation.coordination.Coordinator`
+protocol); argument checks come from :mod:`._checks`.
 """
 
 from __future__ import annotations

@@ -14,7 +14,9 @@ holder, candidate or arrival is left behind.
 One module per primitive, as on the etcd side: :mod:`._local_lock`,
 :mod:`._local_election`, :mod:`._local_barrier`, :mod:`._local_consensus`
 (agreement, consensus, counters). This module holds the coordinator, which
-checks arguments and hands each primitive its own state.
+checks arguments (:mod:`._checks`) and hands each primitive only its own
+state (the lock table, the elections by group...); a hold subclasses
+:class:`~._held.HeldLockRecord`, shared with the etcd side.
 
 The only background work is the lease of a lock taken with ``ttl=``: a
 watchdog task, run under the coordinator's
