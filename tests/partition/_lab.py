@@ -149,10 +149,21 @@ class NsEtcdCluster:
                         )
                     await trio.sleep(0.2)
 
-    async def call(self, path: str, body: dict[str, Any], *, timeout: float = 3.0) -> Any:
-        """POST to the v3 gateway of the first member that answers 200 (from the observer)."""
+    async def call(
+        self,
+        path: str,
+        body: dict[str, Any],
+        *,
+        timeout: float = 3.0,
+        members: Sequence[int] | None = None,
+    ) -> Any:
+        """POST to the v3 gateway of the first member that answers 200 (from the observer).
+
+        ``members``: indices to try, in order (default: all).
+        """
         errors = []
-        for member in self.members:
+        order = range(len(self.members)) if members is None else members
+        for member in (self.members[i] for i in order):
             try:
                 status, reply = await trio.to_thread.run_sync(
                     self._post, member.url, path, body, timeout
@@ -165,11 +176,19 @@ class NsEtcdCluster:
             errors.append(f"{member.name}: HTTP {status} {reply!r}")
         raise LabError(f"no member answered {path}: {errors}")
 
-    async def range_prefix(self, prefix: str) -> list[dict[str, Any]]:
-        """Every key under ``prefix`` (decoded: key, value bytes, lease id, revisions)."""
+    async def range_prefix(
+        self, prefix: str, *, members: Sequence[int] | None = None, timeout: float = 5.0
+    ) -> list[dict[str, Any]]:
+        """Every key under ``prefix`` (decoded: key, value bytes, lease id, revisions).
+
+        A linearizable read: the member asked must be able to reach a leader.
+        """
         raw = prefix.encode()
         reply = await self.call(
-            "kv/range", {"key": b64(raw), "range_end": b64(prefix_end(raw))}, timeout=5.0
+            "kv/range",
+            {"key": b64(raw), "range_end": b64(prefix_end(raw))},
+            timeout=timeout,
+            members=members,
         )
         out = []
         for kv in reply.get("kvs", []) or []:
@@ -208,6 +227,15 @@ class NsEtcdCluster:
             if leader in ids:
                 return ids[leader]
         return None
+
+    async def wait_leader(self, timeout: float = 20.0) -> int:
+        """The index of the leader, once there is one."""
+        with trio.fail_after(timeout):
+            while True:
+                index = await self.leader_index()
+                if index is not None:
+                    return index
+                await trio.sleep(0.2)
 
     def describe_logs(self, n: int = 30) -> str:
         return "\n".join(
