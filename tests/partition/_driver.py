@@ -100,8 +100,8 @@ class Driver:
         message["client"] = self.name
         self._out.send_nowait(json.dumps(_jsonable(message)))  # unbounded: never blocks
 
-    def event(self, kind: str, **fields: Any) -> None:
-        self.emit({"event": kind, **fields})
+    def event(self, event: str, /, **fields: Any) -> None:
+        self.emit({"event": event, **fields})
 
     # -- dispatch ---------------------------------------------------------------
     async def handle(self, cmd: dict[str, Any]) -> None:
@@ -276,7 +276,9 @@ class Driver:
     async def op_telemetry(self, cmd: dict[str, Any]) -> dict[str, Any]:
         prefix = cmd["prefix"]
 
-        def forward(event: str, measurements: Mapping[str, float], metadata: Mapping[str, Any]) -> None:
+        def forward(
+            event: str, measurements: Mapping[str, float], metadata: Mapping[str, Any]
+        ) -> None:
             self.event(
                 "telemetry",
                 name=event,

@@ -26,6 +26,7 @@ promise under faults.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -76,9 +77,8 @@ class Op:
     def __str__(self) -> str:
         ret = "pending" if self.ret is None else f"{self.ret:.3f}"
         res = "" if self.ret is None else f" -> {self.result!r}"
-        return (
-            f"{self.process}: {self.kind}({self.arg!r}){res} [{self.call:.3f}, {ret}]"
-            + (f" ({self.note})" if self.note else "")
+        return f"{self.process}: {self.kind}({self.arg!r}){res} [{self.call:.3f}, {ret}]" + (
+            f" ({self.note})" if self.note else ""
         )
 
 
@@ -183,7 +183,9 @@ class LinearizabilityResult:
         lines = [f"{self.key}: NOT linearizable ({len(self.ops)} ops, {self.explored} states)"]
         lines.append("  history:")
         lines += [f"    #{i} {op}" for i, op in enumerate(self.ops)]
-        lines.append("  longest linearizable prefix: " + " ".join(f"#{i}" for i in self.best_prefix))
+        lines.append(
+            "  longest linearizable prefix: " + " ".join(f"#{i}" for i in self.best_prefix)
+        )
         lines.append("  none of these can come next: " + " ".join(f"#{i}" for i in self.stuck))
         return "\n".join(lines)
 
@@ -268,12 +270,8 @@ class History:
         return [op for op in self.ops if op.key == key]
 
     def check(self, model_for: Callable[[str], Model]) -> list[LinearizabilityResult]:
-        """One result per key; use :func:`failures` to keep the bad ones."""
+        """One result per key (``ok`` false for the keys with no linearization)."""
         return [check_linearizable(self.of(key), model_for(key), key=key) for key in self.keys()]
-
-
-def failures(results: Iterable[LinearizabilityResult]) -> list[LinearizabilityResult]:
-    return [r for r in results if not r.ok]
 
 
 # --------------------------------------------------------------------------
@@ -292,9 +290,8 @@ class Interval:
     note: str = ""
 
     def __str__(self) -> str:
-        return (
-            f"{self.holder} token {self.token} inside [{self.enter:.3f}, {self.exit:.3f}]"
-            + (f" ({self.note})" if self.note else "")
+        return f"{self.holder} token {self.token} inside [{self.enter:.3f}, {self.exit:.3f}]" + (
+            f" ({self.note})" if self.note else ""
         )
 
 
@@ -307,8 +304,7 @@ def check_mutual_exclusion(intervals: Iterable[Interval]) -> list[str]:
             if b.enter >= a.exit:
                 break
             problems.append(
-                f"two holders inside at once for {min(a.exit, b.exit) - b.enter:.3f} s:"
-                f" {a} and {b}"
+                f"two holders inside at once for {min(a.exit, b.exit) - b.enter:.3f} s: {a} and {b}"
             )
     return problems
 
@@ -318,7 +314,7 @@ def check_tokens_increase(intervals: Iterable[Interval]) -> list[str]:
     ordered = sorted(intervals, key=lambda iv: iv.enter)
     return [
         f"fencing token did not increase: {a} then {b}"
-        for a, b in zip(ordered, ordered[1:], strict=False)
+        for a, b in itertools.pairwise(ordered)
         if not b.token > a.token
     ]
 
@@ -339,44 +335,12 @@ def check_acknowledged_kept(
         if key in reported:
             continue
         if key not in final:
-            problems.append(f"acknowledged {key} = {value!r} is gone, and no lease loss was reported")
+            problems.append(
+                f"acknowledged {key} = {value!r} is gone, and no lease loss was reported"
+            )
         elif final[key] != value:
             problems.append(
                 f"acknowledged {key} = {value!r} now holds {final[key]!r},"
                 " and no lease loss was reported"
             )
     return problems
-
-
-def describe_ops(ops: Iterable[Op]) -> str:
-    return "\n".join(f"  {op}" for op in sorted(ops, key=lambda o: o.call))
-
-
-def ops_by_key(ops: Iterable[Op]) -> dict[str, list[Op]]:
-    out: dict[str, list[Op]] = {}
-    for op in ops:
-        out.setdefault(op.key, []).append(op)
-    return out
-
-
-def check_all(
-    history: History, model_for: Callable[[str], Model]
-) -> tuple[list[LinearizabilityResult], list[str]]:
-    """Results per key and the explanations of the failures."""
-    results = history.check(model_for)
-    return results, [r.explain() for r in results if not r.ok]
-
-
-def interval_overlaps(a: Interval, b: Interval) -> float:
-    """Seconds ``a`` and ``b`` were both inside (0 if never)."""
-    return max(0.0, min(a.exit, b.exit) - max(a.enter, b.enter))
-
-
-def unique(seq: Sequence[Any]) -> list[Any]:
-    seen: set[Any] = set()
-    out = []
-    for item in seq:
-        if item not in seen:
-            seen.add(item)
-            out.append(item)
-    return out

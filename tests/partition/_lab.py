@@ -11,6 +11,7 @@ of its own). Everything runs on the real clock; every time stamp is
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import math
@@ -25,12 +26,18 @@ from pathlib import Path
 from typing import Any
 
 import trio
-
-from _etcd_harness import ELECTION_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, EtcdBinaries, http_get_json, v3_call
 from _history import History, Interval, Op
-from _netns import Host, Net, NetError, Proc
+from _netns import Host, Net, Proc
 
-__all__ = ["DriverClient", "Lab", "LabError", "Reply"]
+from _etcd_harness import (
+    ELECTION_TIMEOUT_MS,
+    HEARTBEAT_INTERVAL_MS,
+    EtcdBinaries,
+    http_get_json,
+    v3_call,
+)
+
+__all__ = ["DriverClient", "Lab", "LabError", "NsEtcdCluster", "Reply", "intervals_text"]
 
 DRIVER = str(Path(__file__).with_name("_driver.py"))
 CLIENT_PORT = 2379
@@ -131,9 +138,7 @@ class NsEtcdCluster:
 
     async def healthy(self, member: Member, timeout: float = 2.0) -> bool:
         try:
-            status, body = await trio.to_thread.run_sync(
-                self._get, f"{member.url}/health", timeout
-            )
+            status, body = await trio.to_thread.run_sync(self._get, f"{member.url}/health", timeout)
         except (OSError, ValueError):
             return False
         return status == 200 and isinstance(body, dict) and body.get("health") == "true"
@@ -144,9 +149,7 @@ class NsEtcdCluster:
             for member in targets:
                 while not await self.healthy(member):
                     if member.proc is not None and not member.proc.running:
-                        raise LabError(
-                            f"etcd {member.name} exited:\n{member.proc.tail_log(30)}"
-                        )
+                        raise LabError(f"etcd {member.name} exited:\n{member.proc.tail_log(30)}")
                     await trio.sleep(0.2)
 
     async def call(
@@ -304,7 +307,8 @@ class DriverClient:
         self.name = name
         self.proc = proc
         self.host = proc.host
-        assert proc.popen.stdin is not None and proc.popen.stdout is not None
+        assert proc.popen.stdin is not None
+        assert proc.popen.stdout is not None
         self._send_stream = trio.lowlevel.FdStream(os.dup(proc.popen.stdin.fileno()))
         self._recv_stream = trio.lowlevel.FdStream(os.dup(proc.popen.stdout.fileno()))
         proc.popen.stdin.close()
@@ -389,11 +393,12 @@ class DriverClient:
             raise LabError(f"{self.name}: {op} {fields} failed: {reply.message}")
         return reply
 
-    def find(self, kind: str, **match: Any) -> list[dict[str, Any]]:
+    def find(self, event: str, /, **match: Any) -> list[dict[str, Any]]:
+        """The events named ``event`` whose fields equal ``match``."""
         return [
             e
             for e in self.events
-            if e.get("event") == kind and all(e.get(k) == v for k, v in match.items())
+            if e.get("event") == event and all(e.get(k) == v for k, v in match.items())
         ]
 
     async def wait_event(
@@ -415,11 +420,8 @@ class DriverClient:
 
     async def aclose(self) -> None:
         """Close the command pipe: the driver cancels what runs and exits."""
-        with trio.CancelScope(shield=True):
-            try:
-                await self._send_stream.aclose()
-            except (trio.ClosedResourceError, OSError):
-                pass
+        with trio.CancelScope(shield=True), contextlib.suppress(trio.ClosedResourceError, OSError):
+            await self._send_stream.aclose()
 
 
 # --------------------------------------------------------------------------
@@ -488,9 +490,14 @@ class Lab:
         return clients
 
     async def open_registry(
-        self, client: DriverClient, *, first: int = 0, ttl: int = 5, timeout: float = 5.0,
+        self,
+        client: DriverClient,
+        *,
+        first: int = 0,
+        ttl: int = 5,
+        timeout: float = 5.0,
         name: str = "r",
-    ) -> Reply:  # fmt: skip
+    ) -> Reply:
         return await client.ok(
             "open_registry",
             name=name,
@@ -501,9 +508,14 @@ class Lab:
         )
 
     async def open_coordinator(
-        self, client: DriverClient, *, first: int = 0, ttl: int = 5, timeout: float = 5.0,
+        self,
+        client: DriverClient,
+        *,
+        first: int = 0,
+        ttl: int = 5,
+        timeout: float = 5.0,
         name: str = "c",
-    ) -> Reply:  # fmt: skip
+    ) -> Reply:
         return await client.ok(
             "open_coordinator",
             name=name,
@@ -621,9 +633,14 @@ class Lab:
         return intervals
 
     def record_holds(
-        self, client: DriverClient, key: str, what: str, replies: Iterable[Reply],
-        *, killed_at: float | None = None,
-    ) -> list[Op]:  # fmt: skip
+        self,
+        client: DriverClient,
+        key: str,
+        what: str,
+        replies: Iterable[Reply],
+        *,
+        killed_at: float | None = None,
+    ) -> list[Op]:
         """``acquire``/``release`` ops of ``client``'s lock or campaign commands."""
         entered_kind = "lock_entered" if what == "lock" else "elected"
         token_field = "token" if what == "lock" else "term"
@@ -637,16 +654,32 @@ class Lab:
             enter = enters[0]
             added.append(
                 self.history.add(
-                    Op(holder, key, "acquire", holder, enter["t0"], enter["t"],
-                       enter[token_field], f"#{reply.id}")  # fmt: skip
+                    Op(
+                        holder,
+                        key,
+                        "acquire",
+                        holder,
+                        enter["t0"],
+                        enter["t"],
+                        enter[token_field],
+                        f"#{reply.id}",
+                    )
                 )
             )
             exits = client.find(f"{what}_exited", tag=tag)
             if exits and reply.t1 is not None:
                 added.append(
                     self.history.add(
-                        Op(holder, key, "release", holder, exits[0]["t"], reply.t1, None,
-                           f"#{reply.id} {exits[0]['how']} {reply.error or ''}")  # fmt: skip
+                        Op(
+                            holder,
+                            key,
+                            "release",
+                            holder,
+                            exits[0]["t"],
+                            reply.t1,
+                            None,
+                            f"#{reply.id} {exits[0]['how']} {reply.error or ''}",
+                        )
                     )
                 )
             else:
@@ -669,16 +702,10 @@ class Lab:
             parts.append(self.cluster.describe_logs(25))
         for client in self.drivers.values():
             parts.append(f"--- driver {client.name} log ---\n{client.proc.tail_log(40)}")
+            events = "\n".join(json.dumps(e) for e in client.events[-25:])
+            parts.append(f"--- driver {client.name}: last events ---\n{events}")
         return "\n".join(parts)
 
 
 def intervals_text(intervals: Iterable[Interval]) -> str:
     return "\n".join(f"  {iv}" for iv in sorted(intervals, key=lambda iv: iv.enter))
-
-
-def first_time(events: Iterable[dict[str, Any]]) -> float | None:
-    times = [e["t"] for e in events]
-    return min(times) if times else None
-
-
-__all__ += ["NsEtcdCluster", "NetError", "intervals_text", "first_time"]

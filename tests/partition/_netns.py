@@ -323,7 +323,10 @@ def entered(ns: str) -> Iterator[None]:
     Sockets made inside stay in ``ns`` for their whole life, whichever thread
     uses them later. The thread's own namespace is restored on exit.
     """
-    with open("/proc/thread-self/ns/net", "rb") as own, open(f"/var/run/netns/{ns}", "rb") as target:
+    with (
+        open("/proc/thread-self/ns/net", "rb") as own,
+        open(f"/var/run/netns/{ns}", "rb") as target,
+    ):
         _setns(target.fileno())
         try:
             yield
@@ -478,9 +481,18 @@ class Net:
             _ip("netns", "add", self.switch)
             _ip("-n", self.switch, "link", "set", "lo", "up")
             _ip(
-                "-n", self.switch, "link", "add", "br0", "type", "bridge",
-                "stp_state", "0", "forward_delay", "0",
-            )  # fmt: skip
+                "-n",
+                self.switch,
+                "link",
+                "add",
+                "br0",
+                "type",
+                "bridge",
+                "stp_state",
+                "0",
+                "forward_delay",
+                "0",
+            )
             _ip("-n", self.switch, "link", "set", "br0", "up")
         except BaseException:
             self.close()
@@ -511,9 +523,21 @@ class Net:
         _ip("netns", "add", host.ns)
         self.hosts[name] = host
         _ip(
-            "link", "add", "eth0", "netns", host.ns, "address", host.mac, "type", "veth",
-            "peer", "name", port, "netns", self.switch,
-        )  # fmt: skip
+            "link",
+            "add",
+            "eth0",
+            "netns",
+            host.ns,
+            "address",
+            host.mac,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            port,
+            "netns",
+            self.switch,
+        )
         _ip("-n", self.switch, "link", "set", port, "master", "br0")
         _ip("-n", self.switch, "link", "set", port, "up")
         lines = [
@@ -534,9 +558,18 @@ class Net:
         for other in self.hosts.values():
             if other is not host:
                 _ip(
-                    "-n", other.ns, "neigh", "replace", host.ip, "lladdr", host.mac,
-                    "dev", "eth0", "nud", "permanent",
-                )  # fmt: skip
+                    "-n",
+                    other.ns,
+                    "neigh",
+                    "replace",
+                    host.ip,
+                    "lladdr",
+                    host.mac,
+                    "dev",
+                    "eth0",
+                    "nud",
+                    "permanent",
+                )
         return host
 
     def _batch(self, ns: str, lines: Iterable[str]) -> None:
@@ -607,10 +640,24 @@ class Net:
             raise NetError("this kernel has no sch_netem: tc qdisc ... netem is unavailable")
         h = self._host(host)
         tc = shutil.which("tc") or "/usr/sbin/tc"
-        _run([tc, "-n", self.switch, "qdisc", "replace", "dev", f"p-{h.name}", "root", "netem",
-              "delay", f"{ms}ms"])  # fmt: skip
-        _run([tc, "-n", h.ns, "qdisc", "replace", "dev", "eth0", "root", "netem", "delay",
-              f"{ms}ms"])  # fmt: skip
+        _run(
+            [
+                tc,
+                "-n",
+                self.switch,
+                "qdisc",
+                "replace",
+                "dev",
+                f"p-{h.name}",
+                "root",
+                "netem",
+                "delay",
+                f"{ms}ms",
+            ]
+        )
+        _run(
+            [tc, "-n", h.ns, "qdisc", "replace", "dev", "eth0", "root", "netem", "delay", f"{ms}ms"]
+        )
         self.delayed.add(h.name)
         return time.monotonic()
 
@@ -679,7 +726,9 @@ class Net:
         for proc in self.procs:
             proc.kill()
             proc.close_pipes()
-        problems = [f"process {p.name} (pid {p.pid}) still running" for p in self.procs if p.running]
+        problems = [
+            f"process {p.name} (pid {p.pid}) still running" for p in self.procs if p.running
+        ]
         for host in self.hosts.values():
             _kill_namespace(host.ns)
         _kill_namespace(self.switch)

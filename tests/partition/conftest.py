@@ -21,10 +21,10 @@ from collections.abc import AsyncIterator, Generator, Iterator
 
 import pytest
 import trio
-
-from _etcd_harness import EtcdBinaries, EtcdHarnessError, find_etcd
 from _lab import Lab
 from _netns import Net, Reaper, netns_unavailable, sweep_stale
+
+from _etcd_harness import EtcdBinaries, EtcdHarnessError, find_etcd
 
 _TRUTHY = frozenset({"1", "true", "yes", "on"})
 _HERE = os.path.dirname(os.path.abspath(__file__))

@@ -13,7 +13,6 @@ import itertools
 import random
 
 import pytest
-
 from _history import (
     TAKEN,
     CheckTooBig,
@@ -137,7 +136,8 @@ def test_history_checks_each_key_on_its_own() -> None:
     assert results["x"].ok
     assert not results["y"].ok
     text = results["y"].explain()
-    assert "NOT linearizable" in text and "read" in text
+    assert "NOT linearizable" in text
+    assert "read" in text
 
 
 def test_random_concurrent_histories_from_a_real_register_are_accepted() -> None:
@@ -152,7 +152,7 @@ def test_random_concurrent_histories_from_a_real_register_are_accepted() -> None
             ret = call + rng.uniform(0.01, 3)
             points.append((rng.uniform(call, ret), i, call, ret))
         state = None
-        for point, i, call, ret in sorted(points):
+        for _point, i, call, ret in sorted(points):
             kind = rng.choice(["register", "register", "unregister", "read"])
             proc = f"p{i % 3}"
             pending = rng.random() < 0.15
@@ -207,9 +207,7 @@ def test_lock_handover_is_linearizable() -> None:
 def test_two_holders_inside_at_once_are_caught() -> None:
     # a was still inside (its release was invoked at 7) when b got in at 6.
     assert not lock_lin(acq("a", 0, 1, 10), acq("b", 1, 6, 12), rel("a", 7, 7.5))
-    assert check_mutual_exclusion(
-        [Interval("a", 10, 1, 7), Interval("b", 12, 6, 9)]
-    ) == [
+    assert check_mutual_exclusion([Interval("a", 10, 1, 7), Interval("b", 12, 6, 9)]) == [
         "two holders inside at once for 1.000 s: a token 10 inside [1.000, 7.000]"
         " and b token 12 inside [6.000, 9.000]"
     ]
@@ -220,7 +218,8 @@ def test_fencing_token_going_backwards_is_caught() -> None:
     assert not lock_lin(acq("a", 0, 1, 10), rel("a", 2, 3), acq("b", 4, 5, 9))
     assert not lock_lin(acq("a", 0, 1, 10), rel("a", 2, 3), acq("b", 4, 5, 10))
     problems = check_tokens_increase([Interval("a", 10, 1, 2), Interval("b", 9, 4, 5)])
-    assert len(problems) == 1 and "did not increase" in problems[0]
+    assert len(problems) == 1
+    assert "did not increase" in problems[0]
     assert check_tokens_increase([Interval("a", 10, 1, 2), Interval("b", 11, 4, 5)]) == []
 
 

@@ -20,7 +20,6 @@ import time
 
 import pytest
 import trio
-
 from _lab import Lab, now
 from _netns import (
     PREFIX,
@@ -110,9 +109,11 @@ def drain_until_ok(sock: socket.socket, deadline: float) -> str:
 def start_echo(net: Net, host: str):
     h = net.hosts[host]
     proc = net.spawn(
-        h, [sys.executable, "-u", "-c", ECHO, h.ip, str(ECHO_PORT)], name=f"echo-{host}",
+        h,
+        [sys.executable, "-u", "-c", ECHO, h.ip, str(ECHO_PORT)],
+        name=f"echo-{host}",
         stdout=subprocess.PIPE,
-    )  # fmt: skip
+    )
     assert proc.popen.stdout is not None
     assert proc.popen.stdout.readline().strip() == b"listening", proc.tail_log()
     return proc
@@ -134,7 +135,8 @@ async def test_cut_and_heal_a_host(net: Net) -> None:
             outcome, took = await run(echo_outcome, established)
             assert outcome == "timeout", outcome
             outcome, took = await run(connect_outcome, a.ns, b.ip)
-            assert outcome == "timeout" and took >= PROBE * 0.9, (outcome, took)
+            assert outcome == "timeout", outcome
+            assert took >= PROBE * 0.9, took
             # Hosts that were not cut still talk to each other: c -> a is fine.
             start_echo(net, "a")
             assert (await run(connect_outcome, c.ns, a.ip))[0] == "ok"
@@ -159,7 +161,8 @@ async def test_cut_and_heal_a_pair(net: Net) -> None:
             # a and b cannot reach each other, in either direction...
             assert (await run(echo_outcome, established))[0] == "timeout"
             outcome, took = await run(connect_outcome, a.ns, b.ip)
-            assert outcome == "timeout" and took >= PROBE * 0.9, (outcome, took)
+            assert outcome == "timeout", outcome
+            assert took >= PROBE * 0.9, took
             assert (await run(connect_outcome, b.ns, a.ip))[0] == "timeout"
             # ... while both still reach c, and c reaches both.
             start_echo(net, "c")
@@ -189,7 +192,7 @@ async def test_pause_resume_and_kill_a_process(net: Net) -> None:
             assert await run(drain_until_ok, established, time.monotonic() + 10) == "ok"
             echo.kill()
             assert not echo.running
-            outcome, took = await run(connect_outcome, a.ns, b.ip)
+            outcome, _took = await run(connect_outcome, a.ns, b.ip)
             assert outcome.startswith("ConnectionRefusedError"), outcome
 
 
@@ -208,7 +211,8 @@ async def test_delay_needs_netem(net: Net) -> None:
             _, fast = await run(echo_outcome, established)
             net.delay(b, 200)
             outcome, slow = await run(echo_outcome, established, 5.0)
-            assert outcome == "ok" and slow >= 0.38 > fast, (fast, slow)
+            assert outcome == "ok", outcome
+            assert slow >= 0.38 > fast, (fast, slow)
             net.undelay(b)
 
 
@@ -276,8 +280,12 @@ def _alive(pid: int) -> bool:
 
 
 def test_sweep_removes_leftovers_of_dead_runs() -> None:
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     dead_pid = int(dead.stdout)
     name = f"{PREFIX}{dead_pid}-0-x"
     subprocess.run(["ip", "netns", "add", name], check=True)
@@ -309,12 +317,14 @@ async def test_members_and_drivers_on_hosts_share_one_clock(lab: Lab) -> None:
         assert await cluster.leader_index() is not None
         # The lab's addresses exist only inside its namespaces, and no host
         # has a route out of the lab.
-        own = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True,
-                             text=True, check=True).stdout  # fmt: skip
+        own = subprocess.run(
+            ["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True
+        ).stdout
         assert lab.net.subnet + "." not in own
         for host in lab.net.hosts.values():
-            out = subprocess.run(["ip", "-n", host.ns, "route", "get", "192.0.2.1"],
-                                 capture_output=True, text=True)  # fmt: skip
-            assert out.returncode != 0 and "unreachable" in out.stderr.lower(), out
+            out = subprocess.run(
+                ["ip", "-n", host.ns, "route", "get", "192.0.2.1"], capture_output=True, text=True
+            )
+            assert out.returncode != 0, out
+            assert "unreachable" in out.stderr.lower(), out
         lab.notes.append(f"register round trip {reply.t1 - reply.t0:.4f} s")
-

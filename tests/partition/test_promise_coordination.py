@@ -24,12 +24,12 @@ holder's link is slow (``delay``, needs ``sch_netem``).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 import trio
-
 from _history import (
     Interval,
     LockModel,
@@ -68,7 +68,8 @@ class KeyWatch:
     lab: Lab
     queue: str
     members: list[int]
-    #: create_revision -> [latest t_before of a read that saw it, earliest t_after of one that did not]
+    #: create_revision -> [latest t_before of a read that saw it,
+    #: earliest t_after of a read that did not]
     seen: dict[int, list[float]] = field(default_factory=dict)
     polls: int = 0
 
@@ -209,7 +210,9 @@ async def _holder_cut_off(lab: Lab, variant: str, what: str) -> None:
     last_present = watch.last_present(token_a)
     first_gone = watch.first_gone(token_a)
     steps_after = [
-        e for e in a.find(f"{what}_step", tag="a1") if e["t"] > (t_undo if variant == "pause" else t_fault)
+        e
+        for e in a.find(f"{what}_step", tag="a1")
+        if e["t"] > (t_undo if variant == "pause" else t_fault)
     ]
     lab.notes += [
         f"variant {variant}: fault at 0 (t={t_fault:.3f}), undone at +{t_undo - t_fault:.3f} s",
@@ -240,9 +243,7 @@ async def _holder_cut_off(lab: Lab, variant: str, what: str) -> None:
             problems.append(f"a's steps after resuming carry a token not below b's: {fenced}")
     else:
         if not t_a_exit < t_b_in:
-            problems.append(
-                f"a was still inside {t_a_exit - t_b_in:.3f} s after b got in"
-            )
+            problems.append(f"a was still inside {t_a_exit - t_b_in:.3f} s after b got in")
         if last_present is None:
             problems.append("the observer never saw a's key on the server")
         elif not t_a_exit <= last_present:
@@ -261,7 +262,7 @@ async def _holder_cut_off(lab: Lab, variant: str, what: str) -> None:
     if what == "term":
         leaders = o.find("leader", tag="obs")
         terms = [e["term"] for e in leaders if e["term"] is not None]
-        if any(y < x for x, y in zip(terms, terms[1:], strict=False)):
+        if any(y < x for x, y in itertools.pairwise(terms)):
             problems.append(f"the observer saw terms go backwards: {terms}")
         if not any(e["candidate"] == "b" and e["term"] == token_b for e in leaders):
             problems.append(f"the observer never saw b lead term {token_b}: {leaders}")
@@ -273,15 +274,18 @@ async def _holder_cut_off(lab: Lab, variant: str, what: str) -> None:
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-async def test_lock_holder_cut_off_stops_before_its_lease_can_expire(lab: Lab, variant: str) -> None:
+async def test_lock_holder_cut_off_stops_before_its_lease_can_expire(
+    lab: Lab, variant: str
+) -> None:
     with trio.fail_after(BOUND):
         await _holder_cut_off(lab, variant, "lock")
 
 
-@pytest.mark.parametrize("variant", [p for p in VARIANTS if p.id in ("host-cut", "stranded-with-minority")])
+@pytest.mark.parametrize(
+    "variant", [p for p in VARIANTS if p.id in ("host-cut", "stranded-with-minority")]
+)
 async def test_leader_cut_off_stops_leading_before_another_is_elected(
     lab: Lab, variant: str
 ) -> None:
     with trio.fail_after(BOUND):
         await _holder_cut_off(lab, variant, "term")
-
