@@ -77,6 +77,7 @@ __all__ = [
     "Reaper",
     "ip_binary",
     "netem_available",
+    "netem_unavailable",
     "netns_unavailable",
     "sweep_stale",
 ]
@@ -163,21 +164,29 @@ def netns_unavailable() -> str | None:
 
 
 @functools.cache
-def netem_available() -> bool:
-    """True if ``tc qdisc ... netem`` works (the kernel has ``sch_netem``)."""
+def netem_unavailable() -> str | None:
+    """Why ``tc qdisc ... netem`` cannot be used here, or None if it can."""
+    reason = netns_unavailable()
+    if reason is not None:
+        return f"cannot probe sch_netem: {reason}"
     tc = shutil.which("tc") or ("/usr/sbin/tc" if os.access("/usr/sbin/tc", os.X_OK) else None)
-    if tc is None or netns_unavailable() is not None:
-        return False
+    if tc is None:
+        return "iproute2's tc is not installed"
     probe = f"{PREFIX}{os.getpid()}-netem"
     try:
         _ip("netns", "add", probe)
         _ip("-n", probe, "link", "add", "vprobe0", "type", "veth", "peer", "name", "vprobe1")
         _run([tc, "-n", probe, "qdisc", "add", "dev", "vprobe0", "root", "netem", "delay", "1ms"])
-    except NetError:
-        return False
+    except NetError as exc:
+        return f"this kernel has no sch_netem: tc qdisc ... netem failed ({exc})"
     finally:
         _ip("netns", "del", probe, check=False)
-    return True
+    return None
+
+
+def netem_available() -> bool:
+    """True if ``tc qdisc ... netem`` works (the kernel has ``sch_netem``)."""
+    return netem_unavailable() is None
 
 
 # --------------------------------------------------------------------------

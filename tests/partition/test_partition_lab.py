@@ -26,7 +26,7 @@ from _netns import (
     Net,
     entered,
     list_namespaces,
-    netem_available,
+    netem_unavailable,
     sweep_stale,
 )
 
@@ -197,8 +197,8 @@ async def test_pause_resume_and_kill_a_process(net: Net) -> None:
 
 
 @pytest.mark.skipif(
-    not netem_available(),
-    reason="this kernel has no sch_netem: tc qdisc ... netem answers 'unknown qdisc'",
+    netem_unavailable() is not None,
+    reason=netem_unavailable() or "",
 )
 async def test_delay_needs_netem(net: Net) -> None:
     with trio.fail_after(60):
@@ -216,7 +216,7 @@ async def test_delay_needs_netem(net: Net) -> None:
             net.undelay(b)
 
 
-def test_close_removes_namespaces_and_processes() -> None:
+def test_close_removes_namespaces_and_processes(netns_session: None) -> None:
     lab_net = Net()
     lab_net.add_host("a")
     lab_net.add_host("b")
@@ -243,7 +243,7 @@ time.sleep(300)
 """
 
 
-def test_a_killed_run_is_cleaned_up_by_its_reaper() -> None:
+def test_a_killed_run_is_cleaned_up_by_its_reaper(netns_session: None) -> None:
     here = os.path.dirname(os.path.abspath(__file__))
     proc = subprocess.Popen(
         [sys.executable, "-c", _KILLED_RUN, here], stdout=subprocess.PIPE, text=True
@@ -279,7 +279,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_sweep_removes_leftovers_of_dead_runs() -> None:
+def test_sweep_removes_leftovers_of_dead_runs(netns_session: None) -> None:
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
         capture_output=True,

@@ -38,7 +38,7 @@ from _history import (
     check_tokens_increase,
 )
 from _lab import DriverClient, Lab, Reply, intervals_text, now
-from _netns import netem_available
+from _netns import netem_unavailable
 
 pytestmark = [pytest.mark.partition, pytest.mark.netns]
 
@@ -54,8 +54,8 @@ VARIANTS = [
         "delay",
         id="slow-link",
         marks=pytest.mark.skipif(
-            not netem_available(),
-            reason="this kernel has no sch_netem: tc qdisc ... netem answers 'unknown qdisc'",
+            netem_unavailable() is not None,
+            reason=netem_unavailable() or "",
         ),
     ),
 ]
