@@ -695,6 +695,30 @@ class Lab:
     async def close(self) -> None:
         for client in self.drivers.values():
             await client.aclose()
+        if os.environ.get("FOUNDATION_PARTITION_KEEP", "") not in ("", "0"):
+            self.dump(Path(self.net.base_dir))
+
+    def dump(self, directory: Path) -> None:
+        """Write every driver's events and replies, and the history, as JSON lines."""
+        for client in self.drivers.values():
+            with open(directory / f"events-{client.name}.jsonl", "w") as out:
+                for event in client.events:
+                    out.write(json.dumps(event) + "\n")
+                for reply in client.calls.values():
+                    out.write(
+                        json.dumps(
+                            {
+                                "command": reply.op,
+                                "fields": reply.fields,
+                                "sent": reply.sent,
+                                "reply": reply.message,
+                            }
+                        )
+                        + "\n"
+                    )
+        with open(directory / "history.jsonl", "w") as out:
+            for op in self.history.ops:
+                out.write(json.dumps(op.__dict__, default=repr) + "\n")
 
     def describe(self) -> str:
         parts = [self.net.describe()]
