@@ -156,7 +156,7 @@ async def test_task_limit_start_soon_and_run_raise(autojump_clock: trio.testing.
             await tasks.run(nap, 1, name="four")
         assert tasks.running() == ["one", "two"]
         await trio.sleep(6)  # both ended: their slots are free
-        assert await tasks.run(nap, 1) is None
+        await tasks.run(nap, 1)
         tasks.start_soon(nap, 1)
         tasks.start_soon(nap, 1)
         with pytest.raises(errors.TooManyChildren):
@@ -171,7 +171,7 @@ async def test_failed_tasks_free_their_slots(autojump_clock: trio.testing.MockCl
     async with open_task_supervisor(max_children=1) as tasks:
         tasks.start_soon(fail)
         await trio.sleep(2)
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="no"):
             await tasks.run(fail)
         with trio.move_on_after(0.5):
             await tasks.run(nap, 10)  # cancelled by the caller's timeout
@@ -180,9 +180,7 @@ async def test_failed_tasks_free_their_slots(autojump_clock: trio.testing.MockCl
         assert len(tasks.failures()) == 1
 
 
-async def server(
-    tag: str, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
-) -> None:
+async def server(tag: str, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
     await trio.sleep(1)
     task_status.started(f"{tag} ready")
     await trio.sleep(3)
@@ -271,7 +269,7 @@ async def test_start_errors_before_and_after_started(
         [failure] = tasks.failures()
         assert isinstance(failure.error, ValueError)
         with pytest.raises(TypeError):
-            await tasks.start(no_status)  # type: ignore[call-arg]
+            await tasks.start(no_status)
         tasks.start_soon(nap, 1)  # every slot was given back
     modes = [m["mode"] for m in recorder.of("foundation.task.fail")]
     assert modes[:2] == ["start", "start_soon"]

@@ -177,7 +177,7 @@ async def test_two_supervisors_with_equal_child_ids_share_a_registry(
         async with open_supervisor([two], registry=registry, name="second"):
             owner_one = registry.lookup_with_metadata(NS, "one").owner
             owner_two = registry.lookup_with_metadata(NS, "two").owner
-            assert owner_one == "worker"  # DESIGN: owner = the child id
+            assert owner_one == "worker"  # the owner of a register_as name is the child id
             assert owner_two != owner_one  # qualified with the second supervisor's token
             assert owner_two[-1] == "worker"
         assert registry.get(NS, "two") is None
