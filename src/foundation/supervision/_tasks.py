@@ -111,30 +111,32 @@ class TaskSupervisor:
             RuntimeError: the ``async with`` block has already ended.
             trio.ClosedResourceError: :meth:`aclose` was called.
         """
-        self._take_slot_nowait()
-        task = self._new_task(fn, name)
+        task = self._new_task_nowait(fn, name)
         try:
             self._nursery.start_soon(self._fire_and_forget, task, fn, args, name=task.name)
         except BaseException:
             self._finish(task)
             raise
 
-    def _take_slot_nowait(self) -> None:
+    def _check_open(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError(
+                f"task supervisor {self._name!r} was closed with aclose(); open a new one"
+            )
+
+    def _new_task_nowait(self, fn: Callable[..., Any], name: str | None) -> _Task:
+        """Take a slot (or raise TooManyChildren) and add a live task holding it."""
+        self._check_open()
         if self._slots is not None:
             try:
                 self._slots.acquire_nowait()
             except trio.WouldBlock:
                 assert self._max_children is not None
                 raise errors.TooManyChildren(self._name, self._max_children) from None
+        return self._add_task(fn, name)
 
-    def _new_task(self, fn: Callable[..., Any], name: str | None) -> _Task:
+    def _add_task(self, fn: Callable[..., Any], name: str | None) -> _Task:
         """Add a live task; it holds the slot its caller took (released by _finish)."""
-        if self._closed:
-            if self._slots is not None:
-                self._slots.release()
-            raise trio.ClosedResourceError(
-                f"task supervisor {self._name!r} was closed with aclose(); open a new one"
-            )
         task = _Task(name if name is not None else task_name(fn))
         self._live[task] = None
         return task
@@ -185,9 +187,13 @@ class TaskSupervisor:
             RuntimeError: the ``async with`` block has already ended, or the
                 task returned without calling ``task_status.started()``.
         """
+        self._check_open()
         if self._slots is not None:
             await self._slots.acquire()
-        task = self._new_task(fn, name)
+            if self._closed:  # while it waited
+                self._slots.release()
+                self._check_open()
+        task = self._add_task(fn, name)
         try:
             return await self._nursery.start(self._started_task, task, fn, args, name=task.name)
         except BaseException:
@@ -274,8 +280,7 @@ class TaskSupervisor:
                 the supervisor was closed with :meth:`aclose`.
             RuntimeError: the ``async with`` block has already ended.
         """
-        self._take_slot_nowait()
-        task = self._new_task(fn, name)
+        task = self._new_task_nowait(fn, name)
         done = trio.Event()
         box: list[Any] = []  # [("ok", value)] or [("error", exc)]
 
