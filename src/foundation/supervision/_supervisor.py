@@ -17,8 +17,9 @@ Crash logs: the first crash of a child with a given error is logged with its
 traceback; repeats (same type, raised at the same file and line) within the
 restart-intensity window (``max_seconds``) are only counted, and one summary
 line is logged when the window ends or the child or the supervisor stops.
-Formatting a traceback costs about twice a whole restart (197 us against
-60 us per restart on the 2-core bench machine, ``tests/benchmarks``), so a
+Formatting a traceback on every crash made a restart about three times as
+slow (~197 us against ~60 us with the logs silenced, in the restart benchmark
+of ``tests/benchmarks/test_bench_supervision.py`` on a 2-core machine), so a
 crash loop must not pay it on every restart.
 """
 
