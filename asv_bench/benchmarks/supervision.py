@@ -1,4 +1,4 @@
-"""Supervisor restart latency and dynamic children (DESIGN section 6).
+"""Supervisor restart latency and dynamic children (see docs/performance.rst).
 
 Real clock and real Trio runs, as ``tests/benchmarks/test_bench_supervision.py``:
 
@@ -9,9 +9,12 @@ Real clock and real Trio runs, as ``tests/benchmarks/test_bench_supervision.py``
   ``task_status.started``), then stop them: one by one (``terminate_child`` +
   ``delete_child``), or all at once by leaving the block.
 
-Every crash is logged at ERROR with its traceback; the ``foundation`` logger
-gets a ``NullHandler`` (and stops propagating) while these run, so the log
-call is measured but not the formatting of ``RESTARTS`` tracebacks to stderr.
+A child's first crash is logged at ERROR with its traceback, its repeats
+within ``max_seconds`` are counted and summarised in one line. The dynamic
+children run with the ``foundation`` logger silenced (a ``NullHandler``, no
+propagation); ``RestartLatency`` runs both ways side by side: ``silenced``
+and ``default`` (nothing configured, as in a plain program: ERROR records
+reach Python's last-resort handler, stderr).
 """
 
 from __future__ import annotations
@@ -31,18 +34,28 @@ RESTARTS = 200
 
 
 class _QuietLogs:
-    """Route ``foundation`` logs to a NullHandler between setup and teardown."""
+    """Route ``foundation`` logs to a NullHandler between setup and teardown.
 
-    def setup(self, *params: Any) -> None:
-        self._logger = logging.getLogger("foundation")
-        self._handler = logging.NullHandler()
-        self._propagate = self._logger.propagate
-        self._logger.addHandler(self._handler)
-        self._logger.propagate = False
+    With ``logs="default"``: Python's defaults instead (no handler on
+    ``foundation`` or the root logger, root at WARNING), whatever the runner
+    configured.
+    """
+
+    def setup(self, *params: Any, logs: str = "silenced") -> None:
+        root, lib = logging.getLogger(), logging.getLogger("foundation")
+        self._saved = (root.handlers[:], root.level, lib.handlers[:], lib.level, lib.propagate)
+        if logs == "silenced":
+            lib.handlers = [logging.NullHandler()]
+            lib.propagate = False
+        else:
+            root.handlers, lib.handlers = [], []
+            root.setLevel(logging.WARNING)
+            lib.setLevel(logging.NOTSET)
+            lib.propagate = True
 
     def teardown(self, *params: Any) -> None:
-        self._logger.removeHandler(self._handler)
-        self._logger.propagate = self._propagate
+        root, lib = logging.getLogger(), logging.getLogger("foundation")
+        root.handlers, root.level, lib.handlers, lib.level, lib.propagate = self._saved
 
 
 class _Crashy:
@@ -68,17 +81,17 @@ class RestartLatency(_QuietLogs):
     percentiles of the per-restart times alone.
     """
 
-    params = (["plain", "register_as"],)
-    param_names = ("mode",)
+    params = (["plain", "register_as"], ["silenced", "default"])
+    param_names = ("mode", "logs")
 
-    def setup(self, mode: str) -> None:
-        super().setup(mode)
+    def setup(self, mode: str, logs: str) -> None:
+        super().setup(mode, logs=logs)
         self.registry = Registry() if mode == "register_as" else None
 
-    def teardown(self, mode: str) -> None:
+    def teardown(self, mode: str, logs: str) -> None:
         if self.registry is not None:
             self.registry.close()
-        super().teardown(mode)
+        super().teardown(mode, logs)
 
     def _restarts(self) -> list[float]:
         registry = self.registry
@@ -108,15 +121,15 @@ class RestartLatency(_QuietLogs):
         trio.run(main)
         return latencies
 
-    def time_restarts(self, mode: str) -> None:
+    def time_restarts(self, mode: str, logs: str) -> None:
         self._restarts()
 
-    def track_restart_p50_us(self, mode: str) -> float:
+    def track_restart_p50_us(self, mode: str, logs: str) -> float:
         return statistics.median(self._restarts()) * 1e6
 
     track_restart_p50_us.unit = "us"  # type: ignore[attr-defined]
 
-    def track_restart_p99_us(self, mode: str) -> float:
+    def track_restart_p99_us(self, mode: str, logs: str) -> float:
         samples = sorted(self._restarts())
         return samples[round(0.99 * (len(samples) - 1))] * 1e6
 
@@ -129,7 +142,7 @@ async def _child(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORE
 
 
 class DynamicChildren(_QuietLogs):
-    """Start n dynamic children, then stop them (DESIGN: 10,000 dynamic children).
+    """Start n dynamic children (up to 10,000), then stop them.
 
     One ``trio.run`` per call; per child ~ time / n.
     """

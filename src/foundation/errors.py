@@ -21,7 +21,8 @@ catches ``LookupError`` or ``TypeError`` keeps working::
     │   ├── ShutdownTimeout
     │   ├── TaskTimeout                (+ TimeoutError)
     │   ├── ChildNotFound              (+ LookupError)
-    │   └── ChildAlreadyExists         (+ ValueError)
+    │   ├── ChildAlreadyExists         (+ ValueError)
+    │   └── TooManyChildren
     ├── CoordinationError
     │   ├── LockTimeout                (+ TimeoutError)
     │   ├── LockNotHeld                (+ RuntimeError)
@@ -88,6 +89,7 @@ __all__ = [
     "ShutdownTimeout",
     "SupervisionError",
     "TaskTimeout",
+    "TooManyChildren",
     "UnknownParticipant",
     "WatchOverflow",
 ]
@@ -394,6 +396,34 @@ class ChildAlreadyExists(SupervisionError, ValueError):
         return (
             f"the supervisor already has a child {self.child_id!r}; use"
             " restart_child(), or delete_child() it first, or pick another id"
+        )
+
+
+class TooManyChildren(SupervisionError):
+    """The supervisor already runs ``max_children`` children (OTP's ``{error, max_children}``).
+
+    Raised by ``start_child``/``start_new``/``restart_child`` of a dynamic
+    supervisor and by ``start_soon``/``run`` of a task supervisor opened with
+    ``max_children``; nothing was added or started. Children running or
+    restarting count; a terminated child whose spec is kept does not. A task
+    supervisor's ``await start()`` waits for a free slot instead of raising.
+    """
+
+    #: The supervisor's (or task supervisor's) name.
+    supervisor: str
+    #: Its ``max_children``.
+    limit: int
+
+    def __init__(self, supervisor: str, limit: int) -> None:
+        super().__init__(supervisor, limit)
+        self.supervisor = supervisor
+        self.limit = limit
+
+    def __str__(self) -> str:
+        return (
+            f"supervisor {self.supervisor!r} already runs max_children={self.limit} children;"
+            " stop one first, raise max_children, or (task supervisor) await start()"
+            " to wait for a free slot"
         )
 
 

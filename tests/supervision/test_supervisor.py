@@ -513,6 +513,7 @@ def test_spec_and_supervisor_validation() -> None:
         errors.TaskTimeout("announce", 2.0),
         errors.ChildNotFound("db"),
         errors.ChildAlreadyExists("db"),
+        errors.TooManyChildren("db", 8),
     ],
 )
 def test_errors_print_and_pickle(err: errors.SupervisionError) -> None:
@@ -520,6 +521,7 @@ def test_errors_print_and_pickle(err: errors.SupervisionError) -> None:
     copy = pickle.loads(pickle.dumps(err))
     assert type(copy) is type(err)
     assert str(copy) == str(err)
+    assert vars(copy) == vars(err)
     assert "db" in str(err) or "announce" in str(err)
 
 

@@ -6,9 +6,11 @@
   ``sup = await nursery.start(run_supervisor, specs)`` returns the running
   :class:`Supervisor` once its children have started; cancel it to stop
   them. :func:`supervisor_spec` nests one as a child of another.
-* :func:`open_dynamic_supervisor` -- many children started at run time.
+* :func:`open_dynamic_supervisor` -- many children started at run time,
+  at most ``max_children`` at once.
 * :func:`open_task_supervisor` -- supervised fire-and-forget tasks whose
-  failures are recorded, not propagated.
+  failures are recorded, not propagated; ``await tasks.start(fn)`` waits
+  for a free slot under ``max_children``.
 
 Events go to :mod:`foundation.telemetry` (``foundation.supervisor.*``,
 ``foundation.task.*``) and logs to the ``foundation.supervision`` logger.

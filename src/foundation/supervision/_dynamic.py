@@ -25,7 +25,9 @@ class DynamicSupervisor(Supervisor):
     Children come from :meth:`~Supervisor.start_child` (any spec) or :meth:`start_new`
     (the template spec with more ``args``). Starting, terminating and
     deleting a child are O(1); finished temporary children are dropped, so
-    10,000 short-lived children leave nothing behind. On shutdown every
+    10,000 short-lived children leave nothing behind. With ``max_children``,
+    starting one child more than that many running or restarting raises
+    :exc:`~foundation.errors.TooManyChildren`. On shutdown every
     child is cancelled at once and then waited for (OTP shuts dynamic
     children down concurrently too); each still gets its own ``shutdown``
     deadline before a ShutdownTimeout is reported.
@@ -61,6 +63,8 @@ class DynamicSupervisor(Supervisor):
         Raises:
             TypeError: the supervisor has no template.
             ChildAlreadyExists: ``id`` is taken.
+            TooManyChildren: ``max_children`` children run or restart
+                already; nothing was added.
         """
         if self._template is None:
             raise TypeError(
@@ -106,6 +110,7 @@ def open_dynamic_supervisor(
     registry: Registry | None = None,
     backoff: Backoff | None = None,
     name: str | None = None,
+    max_children: int | None = None,
 ) -> AbstractAsyncContextManager[DynamicSupervisor]:
     """Open a :class:`DynamicSupervisor`; an async context manager.
 
@@ -113,6 +118,17 @@ def open_dynamic_supervisor(
     waits for them (each up to its ``shutdown``, then reported and still
     waited for). Intensity, registry and backoff work as in
     :func:`~foundation.supervision.open_supervisor`.
+
+    Args:
+        template: The spec :meth:`~DynamicSupervisor.start_new` copies.
+        max_children: At most this many children running or restarting
+            (OTP's ``max_children``); starting one more raises
+            :exc:`~foundation.errors.TooManyChildren` and adds nothing. A
+            terminated child whose spec is kept does not count. None: no limit.
+
+    Raises:
+        ValueError: ``max_children`` is below 1 (or another argument is out of range).
+        TypeError: ``max_children`` is not an int or None.
     """
     sup = DynamicSupervisor(
         template,
@@ -121,5 +137,6 @@ def open_dynamic_supervisor(
         registry=registry,
         backoff=backoff,
         name=name,
+        max_children=max_children,
     )
     return _run_supervisor_cm(sup, [])

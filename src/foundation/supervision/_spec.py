@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 import functools
 import inspect
+import math
+import numbers
 import random
 import types
 from collections.abc import Awaitable, Callable, Hashable
@@ -74,7 +76,8 @@ class ChildSpec:
     args: tuple[Any, ...] = ()
     #: When to restart it.
     restart: Restart = Restart.PERMANENT
-    #: Seconds to wait after cancelling it before reporting ShutdownTimeout.
+    #: Seconds (a number >= 0, or ``math.inf``) to wait after cancelling it
+    #: before reporting ShutdownTimeout.
     shutdown: float = 5.0
     #: ``(namespace, name)`` to register the child's started value under.
     register_as: tuple[Hashable, Hashable] | None = None
@@ -86,8 +89,7 @@ class ChildSpec:
             raise TypeError(f"ChildSpec.args must be a tuple, got {type(self.args).__name__}")
         if not isinstance(self.restart, Restart):
             raise TypeError(f"ChildSpec.restart must be a Restart, got {self.restart!r}")
-        if self.shutdown < 0:
-            raise ValueError(f"ChildSpec.shutdown must be >= 0 seconds, got {self.shutdown!r}")
+        _check_shutdown(self.shutdown)
         if self.register_as is not None and (
             not isinstance(self.register_as, tuple) or len(self.register_as) != 2
         ):
@@ -99,6 +101,22 @@ class ChildSpec:
     def takes_task_status(self) -> bool:
         """Whether ``target`` accepts ``task_status`` (then it starts with ``nursery.start``)."""
         return takes_task_status(self.target)
+
+
+def _check_shutdown(shutdown: object) -> None:
+    """Reject a ``shutdown`` that is not a number >= 0 (``math.inf`` allowed).
+
+    NaN must fail here: every comparison with it is false, so it passed a
+    ``< 0`` check and then failed inside Trio when the supervisor computed
+    a deadline from it, long after the spec was written.
+    """
+    if isinstance(shutdown, bool) or not isinstance(shutdown, numbers.Real):
+        raise TypeError(
+            "ChildSpec.shutdown must be a number of seconds (or math.inf),"
+            f" got {type(shutdown).__name__} {shutdown!r}"
+        )
+    if math.isnan(shutdown) or shutdown < 0:
+        raise ValueError(f"ChildSpec.shutdown must be >= 0 seconds (or math.inf), got {shutdown!r}")
 
 
 def takes_task_status(fn: Callable[..., Any]) -> bool:

@@ -12,7 +12,7 @@ from typing import Any, TypeVar, TypeVarTuple, Unpack
 import trio
 
 from .. import errors, telemetry
-from ._util import reraise_collapsed, task_name
+from ._util import check_max_children, reraise_collapsed, task_name
 
 __all__ = ["TaskFailure", "TaskSupervisor", "open_task_supervisor"]
 
@@ -42,15 +42,36 @@ class _Task:
         self.scope = trio.CancelScope()
 
 
+class _Status:
+    """The ``task_status`` a :meth:`TaskSupervisor.start` task sees: records the start."""
+
+    __slots__ = ("_real", "done")
+
+    def __init__(self, real: trio.TaskStatus[Any]) -> None:
+        self._real = real
+        self.done = False
+
+    def started(self, value: Any = None) -> None:
+        self._real.started(value)
+        self.done = True
+
+
 class TaskSupervisor:
     """Runs tasks in one nursery; a failing task never cancels its siblings.
 
     Made by :func:`open_task_supervisor`; do not instantiate directly.
     """
 
-    def __init__(self, name: str, nursery: trio.Nursery, max_failures: int) -> None:
+    def __init__(
+        self, name: str, nursery: trio.Nursery, max_failures: int, max_children: int | None = None
+    ) -> None:
         self._name = name
         self._nursery = nursery
+        self._max_children = max_children
+        # One token per live task when there is a limit. trio.Semaphore hands a
+        # released token straight to the oldest waiting start(), so start_soon()
+        # and run() cannot take a slot from under a task that waits for one.
+        self._slots = trio.Semaphore(max_children) if max_children is not None else None
         # Insertion-ordered set of the tasks started and not yet finished
         # (queued ones included, so running() sees a task right after start_soon).
         self._live: dict[_Task, None] = {}
@@ -62,6 +83,11 @@ class TaskSupervisor:
     def name(self) -> str:
         """The name given to :func:`open_task_supervisor`."""
         return self._name
+
+    @property
+    def max_children(self) -> int | None:
+        """How many tasks may be live at once; None: no limit."""
+        return self._max_children
 
     def __repr__(self) -> str:
         return f"<TaskSupervisor {self._name!r}: {len(self._live)} running>"
@@ -80,27 +106,47 @@ class TaskSupervisor:
         running. Cancellation and other ``BaseException``\\ s propagate as usual.
 
         Raises:
+            TooManyChildren: ``max_children`` tasks are live; nothing was
+                started (:meth:`start` waits for a free slot instead).
             RuntimeError: the ``async with`` block has already ended.
             trio.ClosedResourceError: :meth:`aclose` was called.
         """
-        task = self._new_task(fn, name)
+        task = self._new_task_nowait(fn, name)
         try:
             self._nursery.start_soon(self._fire_and_forget, task, fn, args, name=task.name)
         except BaseException:
             self._finish(task)
             raise
 
-    def _new_task(self, fn: Callable[..., Any], name: str | None) -> _Task:
+    def _check_open(self) -> None:
         if self._closed:
             raise trio.ClosedResourceError(
                 f"task supervisor {self._name!r} was closed with aclose(); open a new one"
             )
+
+    def _new_task_nowait(self, fn: Callable[..., Any], name: str | None) -> _Task:
+        """Take a slot (or raise TooManyChildren) and add a live task holding it."""
+        self._check_open()
+        if self._slots is not None:
+            try:
+                self._slots.acquire_nowait()
+            except trio.WouldBlock:
+                assert self._max_children is not None
+                raise errors.TooManyChildren(self._name, self._max_children) from None
+        return self._add_task(fn, name)
+
+    def _add_task(self, fn: Callable[..., Any], name: str | None) -> _Task:
+        """Add a live task; it holds the slot its caller took (released by _finish)."""
         task = _Task(name if name is not None else task_name(fn))
         self._live[task] = None
         return task
 
     def _finish(self, task: _Task) -> None:
-        self._live.pop(task, None)
+        if task not in self._live:
+            return  # already finished (each task gives its slot back once)
+        del self._live[task]
+        if self._slots is not None:
+            self._slots.release()
         if not self._live and self._idle is not None:
             self._idle.set()
 
@@ -115,6 +161,78 @@ class TaskSupervisor:
             self._record(task, exc)
         finally:
             self._finish(task)
+
+    async def start(
+        self,
+        fn: Callable[[Unpack[Ts]], Awaitable[object]],
+        *args: *Ts,
+        name: str | None = None,
+    ) -> Any:
+        """Wait for a free slot, then start ``fn(*args, task_status=...)`` as ``nursery.start``.
+
+        Returns what the task passed to ``task_status.started()``, once it
+        has. Until then an error of the task is raised here (as
+        ``nursery.start`` does; it is emitted as ``foundation.task.fail``, not
+        recorded in :meth:`failures`); afterwards the task is supervised as
+        with :meth:`start_soon` (its failure is logged and recorded).
+
+        Blocks while ``max_children`` tasks are live (waiters get slots in
+        the order they asked); without a limit it only waits for the start.
+        Cancelling the caller while it waits adds nothing; cancelling it
+        while the task starts cancels the task (as ``nursery.start``).
+
+        Raises:
+            trio.ClosedResourceError: :meth:`aclose` was called (before or
+                while this waited), or it cancelled the task before it started.
+            RuntimeError: the ``async with`` block has already ended, or the
+                task returned without calling ``task_status.started()``.
+        """
+        self._check_open()
+        if self._slots is not None:
+            await self._slots.acquire()
+            if self._closed:  # while it waited
+                self._slots.release()
+                self._check_open()
+        task = self._add_task(fn, name)
+        try:
+            return await self._nursery.start(self._started_task, task, fn, args, name=task.name)
+        except BaseException:
+            # Usually the task has finished already (it failed to start); not
+            # when the nursery refused it (the block had ended).
+            self._finish(task)
+            raise
+
+    async def _started_task(
+        self,
+        task: _Task,
+        fn: Callable[..., Awaitable[object]],
+        args: tuple[Any, ...],
+        *,
+        task_status: trio.TaskStatus[Any],
+    ) -> None:
+        telemetry.emit("foundation.task.start", {}, {"supervisor": self._name, "task": task.name})
+        status = _Status(task_status)
+        try:
+            with task.scope:
+                await fn(*args, task_status=status)
+        except Exception as exc:
+            if status.done:
+                self._record(task, exc)
+                return
+            # nursery.start() raises it in the caller, who has it.
+            telemetry.emit(
+                "foundation.task.fail",
+                {"at": trio.current_time()},
+                {"supervisor": self._name, "task": task.name, "error": exc, "mode": "start"},
+            )
+            raise
+        finally:
+            self._finish(task)
+        if not status.done and task.scope.cancelled_caught:
+            raise trio.ClosedResourceError(
+                f"task {task.name!r} of task supervisor {self._name!r} was cancelled"
+                " before it started"
+            )
 
     def _record(self, task: _Task, exc: Exception) -> None:
         failure = TaskFailure(task.name, exc, trio.current_time())
@@ -137,7 +255,7 @@ class TaskSupervisor:
         self,
         fn: Callable[[Unpack[Ts]], Awaitable[T]],
         *args: *Ts,
-        timeout: float | None = None,  # noqa: ASYNC109 -- the documented API is tasks.run(timeout=)
+        timeout: float | None = None,  # noqa: ASYNC109 -- the documented API: tasks.run(timeout=)
         name: str | None = None,
     ) -> T:
         """Run ``await fn(*args)`` as a supervised task and wait for its result.
@@ -153,6 +271,8 @@ class TaskSupervisor:
                 :exc:`~foundation.errors.TaskTimeout` raised.
 
         Raises:
+            TooManyChildren: ``max_children`` tasks are live; nothing was
+                started (:meth:`start` waits for a free slot instead).
             TaskTimeout: the task did not finish within ``timeout``.
             trio.ClosedResourceError: :meth:`cancel` or :meth:`aclose`
                 cancelled the task before it finished (a caller inside the
@@ -160,7 +280,7 @@ class TaskSupervisor:
                 the supervisor was closed with :meth:`aclose`.
             RuntimeError: the ``async with`` block has already ended.
         """
-        task = self._new_task(fn, name)
+        task = self._new_task_nowait(fn, name)
         done = trio.Event()
         box: list[Any] = []  # [("ok", value)] or [("error", exc)]
 
@@ -257,7 +377,7 @@ class TaskSupervisor:
 
 @asynccontextmanager
 async def open_task_supervisor(
-    name: str = "tasks", *, max_failures: int = 1000
+    name: str = "tasks", *, max_failures: int = 1000, max_children: int | None = None
 ) -> AsyncIterator[TaskSupervisor]:
     """Open a nursery of supervised tasks; yields a :class:`TaskSupervisor`.
 
@@ -271,6 +391,15 @@ async def open_task_supervisor(
     Args:
         name: Shown in logs and telemetry metadata.
         max_failures: How many failures :meth:`TaskSupervisor.failures` keeps.
+        max_children: At most this many live tasks (started and not
+            finished); then :meth:`~TaskSupervisor.start_soon` and
+            :meth:`~TaskSupervisor.run` raise
+            :exc:`~foundation.errors.TooManyChildren` and
+            :meth:`~TaskSupervisor.start` waits for a free slot. None: no limit.
+
+    Raises:
+        ValueError: ``max_children`` is below 1.
+        TypeError: ``max_children`` is not an int or None.
 
     Example::
 
@@ -278,8 +407,9 @@ async def open_task_supervisor(
             tasks.start_soon(announce, node, name="announce")
             leader = await tasks.run(elect, timeout=5)
     """
+    limit = check_max_children(max_children)
     try:
         async with trio.open_nursery() as nursery:
-            yield TaskSupervisor(name, nursery, max_failures)
+            yield TaskSupervisor(name, nursery, max_failures, limit)
     except BaseExceptionGroup as group:
         reraise_collapsed(group)
