@@ -23,14 +23,8 @@ import pytest
 import trio
 
 from foundation.demo import DemoConfig, DemoSummary, run_demo
-from foundation.demo._config import (
-    INSTANCES_NS,
-    LEADER_NAME,
-    NAMES_NS,
-    plan_faults,
-    proposal,
-    split_workers,
-)
+from foundation.demo._config import plan_faults, proposal, split_workers
+from foundation.demo._snapshot import INSTANCES_NS, LEADER_NAME, NAMES_NS
 from foundation.demo._observe import worker_of
 from foundation.errors import ConfigError
 
@@ -118,7 +112,7 @@ def test_config_says_what_is_wrong(changes: dict[str, Any], fragment: str) -> No
 # Local mode, in-process, with inspect reading the live state
 # ---------------------------------------------------------------------------
 async def test_local_demo_end_to_end(tmp_path: Path) -> None:
-    from foundation._inspect import _from_state
+    from foundation._cli._inspect import _from_state
 
     state = tmp_path / "state.json"
     config = DemoConfig(seconds=3, workers=3, seed=1, state_path=str(state), round_interval=0.2)
@@ -271,7 +265,7 @@ def snapshot(**extra: Any) -> dict[str, Any]:
 
 
 def inspect(capsys: pytest.CaptureFixture[str], state: Path, *args: str) -> tuple[int, str, str]:
-    from foundation.__main__ import main
+    from foundation._cli import main
 
     code = main(["inspect", "--state", str(state), *args])
     out, err = capsys.readouterr()
@@ -342,7 +336,7 @@ def test_inspect_errors_say_what_to_do(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_cli_demo_bad_settings(capsys: pytest.CaptureFixture[str]) -> None:
-    from foundation.__main__ import main
+    from foundation._cli import main
 
     assert main(["demo", "--workers", "1"]) == 2
     assert "use 2 to 64" in capsys.readouterr().err

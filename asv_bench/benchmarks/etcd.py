@@ -15,7 +15,7 @@ benchmark, and starting a member costs about a second, so the sampling is kept
 short (``repeat``, ``warmup_time``). The derived numbers DESIGN section 6 asks
 for (registrations/s, propagation p50/p99) are ``track_*`` benchmarks that run
 the measuring helpers of ``python -m foundation bench --etcd``
-(:mod:`foundation._bench_etcd`) against the member; every call writes under
+(:mod:`foundation._cli._bench_etcd`) against the member; every call writes under
 a fresh prefix, so samples never see each other's keys.
 """
 
@@ -38,7 +38,7 @@ from typing import Any
 
 import trio
 
-from foundation._bench_etcd import _concurrent, _many, _percentile, _propagation, _serial
+from foundation._cli._bench_etcd import _concurrent, _many, _percentile, _propagation, _serial
 from foundation.registry import open_registry
 
 #: Registrations per throughput measurement (DESIGN: a few thousand, kept quick).

@@ -24,7 +24,7 @@ from typing import Any
 
 import trio
 
-from foundation._bench import make_pairs
+from foundation._cli._bench import make_pairs
 from foundation.registry import NATIVE, Registry
 
 BATCH = 1_000

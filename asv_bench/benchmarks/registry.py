@@ -14,7 +14,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from foundation._bench import make_pairs
+from foundation._cli._bench import make_pairs
 from foundation.registry import NATIVE, Registry
 
 BATCH = 1_000

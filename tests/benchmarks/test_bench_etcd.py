@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import trio
 
-from foundation._bench_etcd import format_etcd_table, run_etcd
+from foundation._cli._bench_etcd import format_etcd_table, run_etcd
 
 pytestmark = pytest.mark.etcd
 

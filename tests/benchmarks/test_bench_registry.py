@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from foundation._bench import make_pairs, make_registry
+from foundation._cli._bench import make_pairs, make_registry
 
 pytestmark = pytest.mark.benchmark(disable_gc=True, warmup=True)
 

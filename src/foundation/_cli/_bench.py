@@ -269,7 +269,7 @@ def make_pairs(n: int, tag: str) -> list[Pair]:
 def native_status() -> tuple[bool, str]:
     """(whether the native backend can be used here, a sentence saying why/why not)."""
     try:
-        from .registry import _compat
+        from ..registry import _compat
     except Exception as exc:  # a broken config must still print a table
         return False, f"foundation.registry failed to import: {type(exc).__name__}: {exc}"
     if _compat.NATIVE:
@@ -285,7 +285,7 @@ def native_status() -> tuple[bool, str]:
 
 def make_registry(impl: str, indexes: Sequence[str] = ()) -> Any:
     """A :class:`foundation.registry.Registry` on backend ``impl``, default partitions."""
-    from .registry import Registry
+    from ..registry import Registry
 
     return Registry(backend=impl, indexes=tuple(indexes))
 
@@ -299,7 +299,7 @@ def _loadavg() -> float | None:
 
 
 def _env(backends: Sequence[str]) -> dict[str, Any]:
-    from . import __version__
+    from .. import __version__
 
     native, why = native_status()
     info: dict[str, Any] = {

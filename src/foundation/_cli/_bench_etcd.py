@@ -98,7 +98,7 @@ async def run_etcd(
     ``register_many_per_s``, ``propagation_ms`` (``p50``, ``p99``, ``max``,
     ``samples``) and the parameters used.
     """
-    from .registry import open_registry
+    from ..registry import open_registry
 
     prefix = f"bench/{uuid.uuid4().hex}/"
     result: dict[str, Any] = {
