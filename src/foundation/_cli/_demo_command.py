@@ -155,7 +155,10 @@ def _backend_label(config: DemoConfig) -> str:
     name = config.backend if config.backend != "auto" else backend_from_env("auto")
     if name == "auto":
         name = "native" if NATIVE else "python"
-    return f"embedded {name} registry, LocalCoordinator"
+    label = f"embedded {name} registry, LocalCoordinator"
+    if not NATIVE:
+        label += "; the native extension is not in use: 'python -m foundation --version' says why"
+    return label
 
 
 def main(args: argparse.Namespace) -> int:

@@ -99,7 +99,10 @@ def version_text() -> str:
         elif not _compat.CPYTHON:
             why = f"{sys.implementation.name} is not CPython"
         else:
-            why = "it was not compiled when this copy was installed (no C compiler?)"
+            why = (
+                "it was not compiled when this copy was installed (no C compiler, or"
+                " FOUNDATION_NO_EXTENSIONS=1 then; 'pip install -v' shows why)"
+            )
         twin = (
             f"native extension: NOT in use, {why}; the pure-Python twin runs, slower"
             " (foundation.NATIVE is False)"
