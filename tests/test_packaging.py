@@ -4,7 +4,7 @@ A build that does not compile the extension (``FOUNDATION_NO_EXTENSIONS=1``,
 or no working C compiler) must give a ``py3-none-any`` wheel, and must not
 ship a compiled module an earlier build left in ``build/`` or in ``src/``.
 The builds run on a copy of the source tree, without build isolation (the
-test extra brings setuptools), so they need no network. ``tools/check_wheel.sh``
+test extra brings setuptools and Cython), so they need no network. ``tools/check_wheel.sh``
 does the same from an sdist, with real compilers and auditwheel.
 """
 
