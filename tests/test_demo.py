@@ -2,7 +2,7 @@
 
 These run the real scenario on Trio's real clock (a few seconds each, bounded
 by ``trio.fail_after``): an autojump clock would race through the fault plan
-and, in etcd mode, fire while tasks wait on sockets (DESIGN section 5). Each
+and, in etcd mode, fire while tasks wait on sockets. Each
 checks the summary's claims itself rather than trusting ``summary.ok``:
 restarts happened, a worker's name moved to its new instance, leadership
 failed over (higher term, another worker), and nothing stayed registered by

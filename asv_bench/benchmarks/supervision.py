@@ -1,4 +1,4 @@
-"""Supervisor restart latency and dynamic children (DESIGN section 6).
+"""Supervisor restart latency and dynamic children (``docs/performance.rst``).
 
 Real clock and real Trio runs, as ``tests/benchmarks/test_bench_supervision.py``:
 
@@ -129,7 +129,7 @@ async def _child(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORE
 
 
 class DynamicChildren(_QuietLogs):
-    """Start n dynamic children, then stop them (DESIGN: 10,000 dynamic children).
+    """Start n dynamic children, then stop them (a supervisor is to handle 10,000).
 
     One ``trio.run`` per call; per child ~ time / n.
     """

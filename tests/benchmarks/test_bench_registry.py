@@ -1,4 +1,4 @@
-"""pytest-benchmark suite: the registry backends against plain dicts (DESIGN section 6).
+"""pytest-benchmark suite: the registry backends against plain dicts (docs/performance.rst).
 
 Every benchmark times a batch of ``BATCH`` (1,000) operations on prebuilt,
 shuffled keys, with the same plain ``for`` loop for every implementation, so

@@ -1,4 +1,4 @@
-"""pytest-benchmark: supervisor restart latency and dynamic children (DESIGN section 6).
+"""pytest-benchmark: supervisor restart latency and dynamic children (docs/performance.rst).
 
 Real clock (these time the scheduler and the supervisor, not virtual time)::
 

@@ -1,6 +1,6 @@
 """The etcd measurements of ``python -m foundation bench --etcd URL``.
 
-DESIGN section 6 asks for two numbers on one member over loopback:
+Two numbers, on one member over loopback:
 
 * registrations per second from one client: serial ``await register()``,
   many concurrent ``register()`` tasks (which the backend coalesces into
@@ -129,7 +129,7 @@ async def run_etcd(
 
 
 def format_etcd_table(result: dict[str, Any]) -> str:
-    """The etcd results as a small text table with the DESIGN targets."""
+    """The etcd results as a small text table, with the targets they are read against."""
     prop = result["propagation_ms"]
     rows = [
         ("measure", "result", "target"),
