@@ -97,6 +97,6 @@ fi
 # shellcheck disable=SC2086
 "$OUT/venv-pure/bin/python" -m pip install --quiet "$PURE" $TEST_REQUIRES
 FOUNDATION_REQUIRE_EXTENSIONS= run_suite "$OUT/venv-pure" 0
-"$OUT/venv-pure/bin/python" -m foundation --version
+FOUNDATION_REQUIRE_EXTENSIONS= "$OUT/venv-pure/bin/python" -m foundation --version
 
 echo "=== wheel check passed: $REPAIRED"
