@@ -24,13 +24,14 @@ import importlib.util
 import os
 import subprocess
 import uuid
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
 
 import pytest
 
 from _etcd_harness import (
+    SERVED_VERSIONS,
     EtcdBinaries,
     EtcdCluster,
     EtcdHarnessError,
@@ -38,6 +39,7 @@ from _etcd_harness import (
     TlsFiles,
     add_user,
     enable_auth,
+    find_all_etcds,
     find_etcd,
     make_tls_files,
     start_etcdctl,
@@ -119,7 +121,60 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     require = os.environ.get("FOUNDATION_REQUIRE_ETCD", "<unset>")
     if found is None:
         return [f"foundation: etcd not found (FOUNDATION_REQUIRE_ETCD={require})"]
-    return [f"foundation: etcd {found.version} at {found.etcd} (FOUNDATION_REQUIRE_ETCD={require})"]
+    versions = ", ".join(f"{b.version} ({os.path.dirname(b.etcd)})" for b in find_all_etcds())
+    wanted = os.environ.get("FOUNDATION_REQUIRE_ETCD_VERSIONS", "<unset>")
+    return [
+        f"foundation: etcd {found.version} at {found.etcd} (FOUNDATION_REQUIRE_ETCD={require})",
+        f"foundation: etcd versions installed: {versions}"
+        f" (FOUNDATION_REQUIRE_ETCD_VERSIONS={wanted})",
+    ]
+
+
+def unserved_versions(required: str, served: Iterable[str]) -> list[str]:
+    """The version prefixes in ``required`` (``"3.4,3.5"``) no version in ``served`` has."""
+    served = list(served)
+    return [
+        prefix
+        for prefix in (p.strip() for p in required.split(","))
+        if prefix and not any(v == prefix or v.startswith(prefix.rstrip(".") + ".") for v in served)
+    ]
+
+
+_UNSERVED = pytest.StashKey[list[str]]()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the session when an etcd version it must exercise never served a test.
+
+    ``FOUNDATION_REQUIRE_ETCD_VERSIONS=3.4`` (CI sets it when Debian's etcd
+    3.4 is installed beside the wheel's 3.5): the cross-version tests must
+    really have started a 3.4 member, not skipped because, say, ``etcdctl``
+    was missing.
+    """
+    required = os.environ.get("FOUNDATION_REQUIRE_ETCD_VERSIONS", "").strip()
+    if not required:
+        return
+    missing = unserved_versions(required, SERVED_VERSIONS)
+    session.config.stash[_UNSERVED] = missing
+    if missing and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which etcd versions served this session's tests (and which were required)."""
+    if SERVED_VERSIONS:
+        served = ", ".join(
+            f"{v} ({n} member{'' if n == 1 else 's'})" for v, n in sorted(SERVED_VERSIONS.items())
+        )
+        terminalreporter.write_line(f"foundation: etcd versions that served tests: {served}")
+    missing = terminalreporter.config.stash.get(_UNSERVED, [])
+    if missing:
+        terminalreporter.write_line(
+            f"foundation: FAILED: FOUNDATION_REQUIRE_ETCD_VERSIONS asks for etcd"
+            f" {', '.join(missing)}, but no member of that version served a test"
+            " (is its etcdctl installed? see the 'etcd versions installed' header line)",
+            red=True,
+        )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

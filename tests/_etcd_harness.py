@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import collections
 import contextlib
 import ctypes
 import functools
@@ -76,6 +77,7 @@ __all__ = [
     "EtcdMember",
     "EtcdStartError",
     "EtcdctlError",
+    "SERVED_VERSIONS",
     "TlsFiles",
     "add_user",
     "b64",
@@ -96,6 +98,11 @@ __all__ = [
     "unb64",
     "v3_call",
 ]
+
+#: How many members of each etcd version became healthy in this process, so a
+#: session can tell which versions its tests exercised (``_etcd_fixtures``
+#: reports them and checks ``FOUNDATION_REQUIRE_ETCD_VERSIONS``).
+SERVED_VERSIONS: collections.Counter[str] = collections.Counter()
 
 #: Raft timing for slow, shared machines (see the module docstring).
 HEARTBEAT_INTERVAL_MS = 250
@@ -817,6 +824,7 @@ class EtcdMember:
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Poll ``/health`` until healthy; :class:`EtcdStartError` (with log tail) if not."""
         self._wait(self.health, "healthy", timeout)
+        SERVED_VERSIONS[self.binaries.version] += 1
 
     def wait_listening(self, timeout: float = 30.0) -> None:
         """Wait until the client port accepts connections (no quorum needed)."""

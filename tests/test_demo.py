@@ -2,7 +2,7 @@
 
 These run the real scenario on Trio's real clock (a few seconds each, bounded
 by ``trio.fail_after``): an autojump clock would race through the fault plan
-and, in etcd mode, fire while tasks wait on sockets (DESIGN section 5). Each
+and, in etcd mode, fire while tasks wait on sockets. Each
 checks the summary's claims itself rather than trusting ``summary.ok``:
 restarts happened, a worker's name moved to its new instance, leadership
 failed over (higher term, another worker), and nothing stayed registered by
@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,21 +26,46 @@ import pytest
 import trio
 
 from foundation.demo import DemoConfig, DemoSummary, run_demo
-from foundation.demo._config import (
+from foundation.demo._config import plan_faults, proposal, split_workers
+from foundation.demo._observe import Observations, worker_of
+from foundation.demo._snapshot import (
     INSTANCES_NS,
     LEADER_NAME,
     NAMES_NS,
-    plan_faults,
-    proposal,
-    split_workers,
+    new_state_path,
+    settled_tree,
+    state_dir,
 )
-from foundation.demo._observe import worker_of
+from foundation.demo._view import format_summary
 from foundation.errors import ConfigError
+from foundation.supervision import ChildNode, ChildState, SupervisorTree
 
 #: Generous bound for a 3-second local run (start, the run, shutdown) on a loaded 2-core box.
 LOCAL_LIMIT = 30
 #: Bound for the etcd run: processes start, leases of a killed process expire.
 ETCD_LIMIT = 90
+#: States of a child that is still alive; none may remain once a run has ended.
+LIVE = {"starting", "running", "restarting", "stopping"}
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_inspect_commands() -> list[list[str]]:
+    """The README's ``inspect`` commands that read a local demo's state, as argv lists."""
+    commands = []
+    for line in README.read_text(encoding="utf-8").splitlines():
+        if line.startswith("python3 -m foundation inspect") and "--etcd" not in line:
+            commands.append(shlex.split(line, comments=True)[4:])
+    return commands
+
+
+def live_states(tree: dict[str, Any] | None) -> list[str]:
+    """``id: state`` of every child in a JSON tree (nested too) that is still alive."""
+    out = []
+    for node in (tree or {}).get("children", ()):
+        if node["state"] in LIVE:
+            out.append(f"{node['id']}: {node['state']}")
+        out += live_states(node.get("supervisor"))
+    return out
 
 
 def check_scenario(summary: DemoSummary) -> None:
@@ -114,14 +142,118 @@ def test_config_says_what_is_wrong(changes: dict[str, Any], fragment: str) -> No
     assert fragment in str(info.value)
 
 
+def test_summary_keeps_the_terms_of_the_shutdown() -> None:
+    obs = Observations(DemoConfig(), ())
+    obs.apply({"kind": "leader", "at": 0.1, "candidate": "worker-1#1", "term": 1})
+    obs.apply({"kind": "elected", "at": 0.1, "instance": "worker-1#1", "term": 1, "token": 1})
+    obs.apply({"kind": "elected", "at": 2.0, "instance": "worker-2#1", "term": 2, "token": 2})
+    obs.apply({"kind": "leader", "at": 2.0, "candidate": "worker-2#1", "term": 2})
+    obs.apply({"kind": "stopping", "at": 3.0, "seconds": 3})
+    # The tree stops its workers one by one: two handovers, one seen only
+    # by the winner itself (the observer's latest-value view skipped it).
+    obs.apply({"kind": "elected", "at": 3.01, "instance": "worker-3#1", "term": 3, "token": 3})
+    obs.apply({"kind": "leader", "at": 3.02, "candidate": "worker-1#1", "term": 4})
+    summary = obs.summary(backend="python", elapsed=3.1, leftovers=(), state_path=None)
+    assert [(x["candidate"], x["term"], bool(x.get("shutdown"))) for x in summary.leaders] == [
+        ("worker-1#1", 1, False),
+        ("worker-2#1", 2, False),
+        ("worker-3#1", 3, True),
+        ("worker-1#1", 4, True),
+    ]
+    assert [(f["from_term"], f["to_term"]) for f in summary.failovers] == [(1, 2)]
+    text = format_summary(summary)
+    assert "  leaders     worker-1#1 (term 1) -> worker-2#1 (term 2)\n" in text
+    assert "while the tree stopped: worker-3#1 (term 3) -> worker-1#1 (term 4)" in text
+
+
+def test_settled_tree_shows_nothing_running() -> None:
+    crash = RuntimeError("boom")
+    before = {
+        "name": "demo",
+        "strategy": "one_for_one",
+        "dynamic": False,
+        "children": [
+            {
+                "id": "workers",
+                "state": "running",
+                "restarts": 0,
+                "last_error": None,
+                "supervisor": {
+                    "name": "workers",
+                    "strategy": "one_for_one",
+                    "dynamic": False,
+                    "children": [
+                        {
+                            "id": "w1",
+                            "state": "running",
+                            "restarts": 2,
+                            "last_error": "X: y",
+                            "supervisor": None,
+                        },
+                        {
+                            "id": "w2",
+                            "state": "crashed",
+                            "restarts": 0,
+                            "last_error": "Z",
+                            "supervisor": None,
+                        },
+                        {
+                            "id": "w3",
+                            "state": "restarting",
+                            "restarts": 1,
+                            "last_error": None,
+                            "supervisor": None,
+                        },
+                    ],
+                },
+            },
+            {
+                "id": "chaos",
+                "state": "running",
+                "restarts": 0,
+                "last_error": None,
+                "supervisor": None,
+            },
+        ],
+    }
+    after = SupervisorTree(
+        "demo",
+        "one_for_one",
+        False,
+        (
+            ChildNode("workers", ChildState.STOPPED, 0, None, None),
+            ChildNode("chaos", ChildState.CRASHED, 0, crash, None),
+        ),
+    )
+    tree = settled_tree(before, after)
+    assert live_states(tree) == []
+    assert [(c["id"], c["state"]) for c in tree["children"]] == [
+        ("workers", "stopped"),
+        ("chaos", "crashed"),
+    ]
+    nested = tree["children"][0]["supervisor"]["children"]
+    assert [(c["id"], c["state"], c["restarts"]) for c in nested] == [
+        ("w1", "stopped", 2),
+        ("w2", "crashed", 0),
+        ("w3", "stopped", 1),
+    ]
+    assert nested[0]["last_error"] == "X: y"
+
+
 # ---------------------------------------------------------------------------
 # Local mode, in-process, with inspect reading the live state
 # ---------------------------------------------------------------------------
-async def test_local_demo_end_to_end(tmp_path: Path) -> None:
-    from foundation._inspect import _from_state
+async def test_local_demo_end_to_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from foundation._cli import main
+    from foundation._cli._inspect import _from_state
 
-    state = tmp_path / "state.json"
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where new_state_path() goes
+    state = Path(new_state_path())
     config = DemoConfig(seconds=3, workers=3, seed=1, state_path=str(state), round_interval=0.2)
+    readme = readme_inspect_commands()
+    assert ["--namespace", NAMES_NS, "--where", "role=leader", "--json"] in readme
     result: list[DemoSummary] = []
 
     async def run() -> None:
@@ -146,6 +278,21 @@ async def test_local_demo_end_to_end(tmp_path: Path) -> None:
             assert [c["id"] for c in live["tree"]["children"]] == ["workers", "chaos"]
             only_leader = _from_state(str(state), INSTANCES_NS, {"role": "leader"})
             assert [r["name"] for r in only_leader["registrations"]] == [leader["candidate"]]
+            # The README's inspect commands work as shown, on the newest run's state.
+            capsys.readouterr()
+            for argv in readme:
+                assert main(["inspect", *argv]) == 0, argv
+                out = capsys.readouterr().out
+                if "--json" in argv:
+                    report = json.loads(out)
+                    assert report["source"] == {"state": str(state)}
+                else:
+                    assert out.startswith(f"source    {state}\n")
+                if "role=leader" in argv:
+                    (row,) = report["registrations"]  # the leader, by name
+                    assert (row["namespace"], row["name"]) == (NAMES_NS, LEADER_NAME)
+                    assert row["metadata"]["role"] == "leader"
+                    assert re.fullmatch(r"worker-\d#\d+", row["value"])
 
     (summary,) = result
     check_scenario(summary)
@@ -158,28 +305,46 @@ async def test_local_demo_end_to_end(tmp_path: Path) -> None:
     assert final["registrations"] == []
     workers = final["tree"]["children"][0]["supervisor"]["children"]
     assert sum(c["restarts"] for c in workers) == sum(summary.restarts.values())
+    # The final tree shows the tree as it ended: nothing in it runs any more.
+    assert live_states(final["tree"]) == []
+    assert [c["state"] for c in final["tree"]["children"]] == ["stopped", "stopped"]
+    assert final["tree"] == summary.extra["tree"]
+    # The summary lists every leader seen, the shutdown's handovers included.
+    text = format_summary(summary, final["tree"])
+    for x in summary.leaders:
+        assert f"{x['candidate']} (term {x['term']})" in text
 
 
 # ---------------------------------------------------------------------------
 # The command line
 # ---------------------------------------------------------------------------
-def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "foundation", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
         check=False,
     )
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    """``python -m foundation demo --seconds 3 --json``: its state file and JSON summary."""
-    state = tmp_path_factory.mktemp("demo") / "state.json"
-    proc = run_cli("demo", "--seconds", "3", "--seed", "2", "--json", "--state", str(state))
+def temp_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The TMPDIR of the command-line runs (where the default state goes)."""
+    return tmp_path_factory.mktemp("tmpdir")
+
+
+@pytest.fixture(scope="module")
+def finished_run(temp_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """``python -m foundation demo --seconds 3 --json``: its state file and JSON summary.
+
+    No ``--state``: the run picks its own file under ``$TMPDIR``.
+    """
+    proc = run_cli("demo", "--seconds", "3", "--seed", "2", "--json", TMPDIR=str(temp_dir))
     assert proc.returncode == 0, proc.stderr
+    (state,) = (temp_dir / Path(state_dir()).name).glob("demo-*.json")
+    assert f"state: {state}  (" in proc.stderr  # printed at start (the view is on stderr)
     return state, json.loads(proc.stdout)
 
 
@@ -200,7 +365,9 @@ def test_cli_demo_json(finished_run: tuple[Path, dict[str, Any]]) -> None:
     assert data["tree"]["name"] == "demo"
 
 
-def test_cli_inspect_finished_state(finished_run: tuple[Path, dict[str, Any]]) -> None:
+def test_cli_inspect_finished_state(
+    finished_run: tuple[Path, dict[str, Any]], temp_dir: Path
+) -> None:
     state, _ = finished_run
     human = run_cli("inspect", "--state", str(state))
     assert human.returncode == 0, human.stderr
@@ -209,6 +376,13 @@ def test_cli_inspect_finished_state(finished_run: tuple[Path, dict[str, Any]]) -
     assert "restart" in human.stdout  # a crashed worker's restarts in the tree
     assert "registrations: 0 (all namespaces)" in human.stdout
     assert "demo-leader: nobody" in human.stdout
+    assert "├── workers: stopped [workers (one_for_one, 4 children)]" in human.stdout
+    assert ": running" not in human.stdout
+    # With no --state, inspect reads the newest run of this user's: the same.
+    default = run_cli("inspect", TMPDIR=str(temp_dir))
+    assert default.returncode == 0, default.stderr
+    assert default.stdout.splitlines()[2:] == human.stdout.splitlines()[2:]  # [1]: its age
+    assert default.stdout.startswith(f"source    {state}\n")
     as_json = run_cli("inspect", "--state", str(state), "--json")
     assert as_json.returncode == 0, as_json.stderr
     report = json.loads(as_json.stdout)
@@ -271,7 +445,7 @@ def snapshot(**extra: Any) -> dict[str, Any]:
 
 
 def inspect(capsys: pytest.CaptureFixture[str], state: Path, *args: str) -> tuple[int, str, str]:
-    from foundation.__main__ import main
+    from foundation._cli import main
 
     code = main(["inspect", "--state", str(state), *args])
     out, err = capsys.readouterr()
@@ -342,7 +516,7 @@ def test_inspect_errors_say_what_to_do(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_cli_demo_bad_settings(capsys: pytest.CaptureFixture[str]) -> None:
-    from foundation.__main__ import main
+    from foundation._cli import main
 
     assert main(["demo", "--workers", "1"]) == 2
     assert "use 2 to 64" in capsys.readouterr().err

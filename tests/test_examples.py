@@ -12,7 +12,13 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 
 EXPECTED = {
-    "registry.py": ["tcp://db:5432", "role': 'primary'", "is already registered"],
+    "registry.py": [
+        "tcp://db:5432",
+        "role': 'primary'",
+        # the README says the error names who holds the key
+        "'db' is already registered in namespace 'services' (held by value 'tcp://db:5432',"
+        " unowned)",
+    ],
     "supervisor.py": ["worker: running, 2 restarts", "None"],
     "coordination.py": ["fencing token 3", "leads, term 3", "agreed on chosen by"],
 }

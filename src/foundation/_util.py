@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, NoReturn
 
 import trio
 
-__all__ = ["collapse_group", "fixup_module_metadata", "reraise_collapsed"]
+__all__ = ["collapse_group", "describe_owner", "fixup_module_metadata", "reraise_collapsed"]
 
 
 def fixup_module_metadata(module_name: str, namespace: dict[str, Any]) -> None:
@@ -73,3 +74,32 @@ def reraise_collapsed(group: BaseExceptionGroup[Any]) -> NoReturn:
     finally:
         exc.__context__ = context
         del exc
+
+
+_SCOPE_REPR = re.compile(r"<ScopeOwner #(\d+)>")
+
+
+def describe_owner(owner: Any, *, quote: bool = True) -> str:
+    """Who owns a registration, in words a person reads.
+
+    ``None`` is "unowned"; the registry's own tokens are spelled out (a local
+    ``registered()`` block's, whose repr is ``<ScopeOwner #7>``, also as it
+    reads back from a JSON snapshot; an etcd registry's
+    ``("foundation.scope", <registry id>, n)``; a supervisor's
+    ``("foundation.supervisor", <token>, <child id>)``, also as a JSON list);
+    any other owner is its ``repr`` (``quote=False``: strings as they are).
+    """
+    if owner is None:
+        return "unowned"
+    if isinstance(owner, tuple | list) and len(owner) == 3:
+        kind, who, what = owner
+        if kind == "foundation.scope":
+            return f"the registered() block #{what} of registry {who}"
+        if kind == "foundation.supervisor":
+            return f"supervised child {what!r} (supervisor #{who})"
+    m = _SCOPE_REPR.fullmatch(owner if isinstance(owner, str) else repr(owner))
+    if m is not None:
+        return f"a registered() block (#{m.group(1)})"
+    if not quote and isinstance(owner, str):
+        return owner
+    return repr(owner)

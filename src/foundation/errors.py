@@ -53,6 +53,8 @@ from typing import Any
 
 import trio
 
+from ._util import describe_owner
+
 __all__ = [
     "AlreadyRegistered",
     "BackendIsAsync",
@@ -125,10 +127,20 @@ class AlreadyRegistered(RegistryError, ValueError):
 
     def __str__(self) -> str:
         ns, name = self.key
-        owner = getattr(self.holder, "owner", None)
+        holder = self.holder
+        if hasattr(holder, "value"):
+            owner = getattr(holder, "owner", None)
+            value = repr(holder.value)
+            if len(value) > 60:
+                value = value[:59] + "…"
+            held = f"held by value {value}, " + (
+                "unowned" if owner is None else f"owned by {describe_owner(owner)}"
+            )
+        else:
+            held = f"held by {holder!r}"
         return (
-            f"{name!r} is already registered in namespace {ns!r}"
-            f" (owner {owner!r}); unregister it first, or pick another name"
+            f"{name!r} is already registered in namespace {ns!r} ({held});"
+            " unregister it first, or pick another name"
         )
 
 

@@ -6,7 +6,7 @@ first use: ``bench_tables.registry(n, "native")``, ``.dict(n)``, ``.nested(n)``,
 ``.select_registry(n, "python", indexed=True)``, ``.select_dict(n)``.
 
 Names are prebuilt ``str`` (hashed once) over 16 interned namespaces, like
-``foundation._bench`` and the reference measurements; access lists are
+``foundation._cli._bench`` and the reference measurements; access lists are
 shuffled with a fixed seed.
 
 1e6 cases carry ``pytest.mark.slow``: deselect them with ``-m "not slow"``.
@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from foundation._bench import NAMESPACES, make_pairs, make_registry
+from foundation._cli._bench import NAMESPACES, make_pairs, make_registry
 from foundation.registry import _compat
 
 #: Keys per benchmarked call: every benchmark times a batch of this many ops.

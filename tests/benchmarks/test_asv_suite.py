@@ -37,7 +37,7 @@ from foundation.registry import NATIVE
 _SUITE_DIR = Path(__file__).resolve().parents[2] / "asv_bench" / "benchmarks"
 #: asv's benchmark kinds, by method name prefix.
 _KINDS = ("time_", "timeraw_", "track_", "mem_", "peakmem_")
-#: The modules the suite must have (DESIGN section 6 and the performance issue).
+#: The modules the suite must have (one per area of ``docs/performance.rst``).
 _REQUIRED = {"registry", "queries", "supervision", "coordination", "etcd"}
 #: Per-call work constants shrunk for this smoke run: {module: {name: value}}.
 _QUICK: dict[str, dict[str, int]] = {

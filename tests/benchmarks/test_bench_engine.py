@@ -1,4 +1,4 @@
-"""The comparison engine (``foundation._bench``) and ``python -m foundation bench``.
+"""The comparison engine (``foundation._cli._bench``) and ``python -m foundation bench``.
 
 Fast structural checks only (a tiny table, one round): no timing is asserted.
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from foundation import _bench
+from foundation._cli import _bench
 from foundation.registry import NATIVE
 
 

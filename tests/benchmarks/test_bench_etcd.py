@@ -1,7 +1,8 @@
 """pytest-benchmark: the etcd registry backend against one real member on loopback.
 
-The measured numbers (registrations/s and watch propagation p50/p99, DESIGN
-section 6) go to ``benchmark.extra_info`` and are printed; nothing here
+The measured numbers (registrations/s and watch propagation p50/p99, as
+``python -m foundation bench --etcd`` reports them) go to ``benchmark.extra_info``
+and are printed; nothing here
 asserts a speed. The small case runs in the normal suite (once, as a plain
 test, to keep the measurement code working); the full one is ``slow``::
 
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 import trio
 
-from foundation._bench_etcd import format_etcd_table, run_etcd
+from foundation._cli._bench_etcd import format_etcd_table, run_etcd
 
 pytestmark = pytest.mark.etcd
 
@@ -52,6 +53,6 @@ def test_etcd_registrations_and_propagation_small(
 
 @pytest.mark.slow
 def test_etcd_registrations_and_propagation_full(benchmark: Any, etcd_endpoints: list[str]) -> None:
-    benchmark.group = "etcd registry (DESIGN section 6)"
+    benchmark.group = "etcd registry"
     result = _measure(benchmark, etcd_endpoints, count=5000, tasks=128, samples=500)
     _check(result, 500)

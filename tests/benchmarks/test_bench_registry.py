@@ -1,4 +1,4 @@
-"""pytest-benchmark suite: the registry backends against plain dicts (DESIGN section 6).
+"""pytest-benchmark suite: the registry backends against plain dicts (docs/performance.rst).
 
 Every benchmark times a batch of ``BATCH`` (1,000) operations on prebuilt,
 shuffled keys, with the same plain ``for`` loop for every implementation, so
@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from foundation._bench import make_pairs, make_registry
+from foundation._cli._bench import make_pairs, make_registry
 
 pytestmark = pytest.mark.benchmark(disable_gc=True, warmup=True)
 

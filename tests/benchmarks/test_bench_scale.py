@@ -18,8 +18,7 @@ from typing import Any
 
 import pytest
 
-from foundation import _bench_scale, _bench_threads
-from foundation.__main__ import main
+from foundation._cli import _bench_scale, _bench_threads, main
 from foundation.registry import NATIVE
 
 BACKENDS = ["native", "python"] if NATIVE else ["python"]

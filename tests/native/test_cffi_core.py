@@ -1,7 +1,8 @@
 """Differential tests of the C core (csrc/fdn_table.[ch]) through its cffi binding.
 
 The Cython tests reach the core only through the registry; here a hypothesis
-state machine drives it directly (``_cffi_table.CffiTable``) against a dict
+state machine drives it directly (``cffi_table.CffiTable``, the harness in
+``tools/cffi/``) against a dict
 model: insert, lookup, delete, remove all of an owner, with a few hash values
 shared by many keys (CANDIDATE probes, long clusters, backward-shift
 deletions across them), batches that grow and shrink the tables, and
@@ -17,6 +18,7 @@ never into the source tree. Skips only when cffi or a C compiler is missing.
 from __future__ import annotations
 
 import gc
+import importlib.util
 import os
 import shlex
 import shutil
@@ -37,10 +39,29 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from foundation.registry import _cffi_table
-
 PYPY = sys.implementation.name == "pypy"
-SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "src"))
+ROOT = Path(__file__).resolve().parents[2]
+SRC = str(ROOT / "src")
+HARNESS = ROOT / "tools" / "cffi"
+
+
+def _load_harness() -> Any:
+    """``tools/cffi/cffi_table.py``, by path (a tool of the checkout, not a package)."""
+    path = HARNESS / "cffi_table.py"
+    if not path.is_file():
+        pytest.skip(
+            f"no cffi harness at {path} (tests copied outside the source tree)",
+            allow_module_level=True,
+        )
+    spec = importlib.util.spec_from_file_location("cffi_table", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+cffi_table = _load_harness()
 
 
 def _compiler() -> str | None:
@@ -56,12 +77,12 @@ def fdn(tmp_path_factory: pytest.TempPathFactory) -> Any:
     if _compiler() is None:
         pytest.skip("no C compiler found (set CC or install gcc/clang) to build _fdn_cffi")
     # the C sources of this checkout: the package may be installed (no csrc/)
-    csrc = Path(__file__).resolve().parents[2] / "csrc"
+    csrc = ROOT / "csrc"
     if not (csrc / "fdn_table.c").is_file():
         pytest.skip(f"no C core sources at {csrc} (tests copied outside the source tree)")
     os.environ["FDN_CSRC_DIR"] = str(csrc)
     build_dir = str(tmp_path_factory.mktemp("fdn_cffi"))
-    return _cffi_table.load(build_dir)
+    return cffi_table.load(build_dir)
 
 
 @pytest.fixture
@@ -140,15 +161,15 @@ class CoreMachine(RuleBasedStateMachine):
             gc.collect()
         self.baseline = self.lib.fdn_cffi_live_blocks()
         self.model: dict[tuple[Any, Any], tuple[Any, Any, Any]] = {}
-        self.table: _cffi_table.CffiTable | None = None
+        self.table: cffi_table.CffiTable | None = None
         self.versions: list[int] = []
 
     @initialize(partitions=st.integers(1, 3))
     def make(self, partitions: int) -> None:
-        self.table = _cffi_table.CffiTable(partitions, self.mod)
+        self.table = cffi_table.CffiTable(partitions, self.mod)
 
     @property
-    def t(self) -> _cffi_table.CffiTable:
+    def t(self) -> cffi_table.CffiTable:
         assert self.table is not None
         return self.table
 
@@ -285,12 +306,20 @@ def test_core_against_model(fdn: Any, lib: Any) -> None:
 def test_module_built_outside_the_source_tree(fdn: Any) -> None:
     path = os.path.abspath(fdn.__file__)
     assert not path.startswith(SRC + os.sep), path
-    here = os.listdir(os.path.join(SRC, "foundation", "registry"))
-    assert [f for f in here if f.startswith("_fdn_cffi") and not f.endswith(".py")] == []
+    assert not path.startswith(str(HARNESS) + os.sep), path
+    here = os.listdir(HARNESS)
+    assert [f for f in here if f.startswith("_fdn_cffi")] == []
+
+
+def test_no_cffi_module_in_the_package() -> None:
+    # The harness is a tool of the checkout; the installed library has no cffi code.
+    package = Path(SRC) / "foundation"
+    found = [p for p in package.rglob("*cffi*") if "__pycache__" not in p.parts]
+    assert found == []
 
 
 def test_grow_shrink_and_collisions(fdn: Any, lib: Any) -> None:
-    t = _cffi_table.CffiTable(2, fdn)
+    t = cffi_table.CffiTable(2, fdn)
     keys = [(Key(i % 5, 0), Key(i, i % 4)) for i in range(300)]  # 4 hashes per ns hash
     for i, (ns, name) in enumerate(keys):
         assert t.insert(ns, name, i, owner="o" if i % 2 else None)
@@ -314,7 +343,7 @@ def test_shard_allocation_failure(fdn: Any, lib: Any) -> None:
     for after in range(4):
         lib.fdn_cffi_inject_alloc_failure(after)
         with pytest.raises(MemoryError):
-            _cffi_table.CffiTable(1, fdn)
+            cffi_table.CffiTable(1, fdn)
         assert lib.fdn_cffi_live_blocks() == blocks
     lib.fdn_cffi_inject_alloc_failure(-1)
 
@@ -322,7 +351,7 @@ def test_shard_allocation_failure(fdn: Any, lib: Any) -> None:
 def test_eq_that_mutates_the_shard_restarts_the_probe(fdn: Any, lib: Any) -> None:
     """A CANDIDATE's ``__eq__`` that deletes entries (moving others back by
     backward shift) must not make a present key look absent."""
-    t = _cffi_table.CffiTable(1, fdn)
+    t = cffi_table.CffiTable(1, fdn)
     victims = [Key(("v", i), 0) for i in range(6)]
     armed = []
 
@@ -391,7 +420,7 @@ def test_mix2_inverse(lib: Any) -> None:
 # the shard version that bindings re-check after an __eq__, so a probe resumed
 # under the new mask missed a present key (found by this harness).
 def test_failed_insert_inside_eq_cannot_hide_a_key(fdn: Any, lib: Any) -> None:
-    t = _cffi_table.CffiTable(1, fdn)
+    t = cffi_table.CffiTable(1, fdn)
     ns_hash = hash("ns")
 
     def name_with(h: int, label: Any) -> Key:

@@ -200,3 +200,24 @@ async def test_register_returns_registration_record(registry: Registry, ns: Any)
     reg = await registry.register(ns, "a", 1)
     assert reg == Registration(ns, "a", 1, reg.metadata, None)
     assert reg._fields == ("namespace", "name", "value", "metadata", "owner")
+
+
+async def test_already_registered_says_who_holds_the_key(registry: Registry, ns: Any) -> None:
+    # The message a person reads names the holder: its value, and unowned or
+    # its owner (never "owner None", nor a bare token repr for the registry's
+    # own scope owners).
+    await registry.register(ns, "db", "tcp://db:5432")
+    await registry.register(ns, "owned", "v", owner="svc-7")
+    with pytest.raises(errors.AlreadyRegistered) as free:
+        await registry.register(ns, "db", "tcp://elsewhere")
+    with pytest.raises(errors.AlreadyRegistered) as owned:
+        await registry.register(ns, "owned", "w")
+    assert "held by value 'tcp://db:5432', unowned" in str(free.value)
+    assert "None" not in str(free.value)
+    assert "held by value 'v', owned by 'svc-7'" in str(owned.value)
+    async with registry.registered(ns, "scoped", 3):
+        with pytest.raises(errors.AlreadyRegistered) as scoped:
+            await registry.register(ns, "scoped", 4)
+    assert "held by value 3, owned by " in str(scoped.value)
+    assert "registered() block" in str(scoped.value)
+    assert "ScopeOwner" not in str(scoped.value)

@@ -1,4 +1,4 @@
-"""The demo: a small self-healing system on trio-foundation, and its command line.
+"""The demo: a small self-healing system on trio-foundation.
 
 ``python -m foundation demo`` runs, for about ten seconds, a supervision
 tree of workers registered by name; they elect a leader, meet at a barrier
@@ -16,15 +16,16 @@ It is built only on the public API (``foundation.registry``,
     summary = await run_demo(DemoConfig(seconds=3, workers=3, seed=1))
     assert summary.ok, summary.problems
 
-Layout: ``_config`` (settings, names, the seeded fault plan), ``_worker``
-(one worker instance), ``_chaos`` (the fault injector), ``_monitor`` (watch,
-observer, telemetry), ``_observe`` (the tally and the checks), ``_report``
-and ``_snapshot`` (published JSON state), ``_view`` (live view, summary
-text), ``_local`` and ``_cluster`` (the two modes), ``_cli`` (the command).
+Layout: ``_config`` (settings, the seeded fault plan), ``_snapshot`` (what
+the demo publishes and ``inspect`` reads: the names it uses, the snapshot
+format, where state files live), ``_worker`` (one worker instance),
+``_chaos`` (the fault injector), ``_monitor`` (watch, observer, telemetry),
+``_observe`` (the tally and the checks), ``_report`` (publishing snapshots),
+``_view`` (live view, summary text), ``_local`` and ``_cluster`` (the two
+modes). The command (options, exit status) is ``foundation._cli``'s; this
+package never imports it.
 """
 
-from ._cli import add_arguments as add_arguments
-from ._cli import main as main
 from ._cluster import WorkerProcessExited as WorkerProcessExited
 from ._config import DemoConfig as DemoConfig
 from ._observe import DemoSummary as DemoSummary
@@ -38,8 +39,6 @@ __all__ = [
     "InjectedCrash",
     "View",
     "WorkerProcessExited",
-    "add_arguments",
-    "main",
     "run_demo",
 ]
 

@@ -18,8 +18,9 @@ from collections.abc import Sequence
 import trio
 
 from ..registry import Registration
-from ._config import CHAOS_NS, ELECTION, INSTANCES_NS, LEADER_NAME, NAMES_NS, Fault
+from ._config import Fault
 from ._observe import worker_of
+from ._snapshot import CHAOS_NS, ELECTION, INSTANCES_NS, LEADER_NAME, NAMES_NS
 from ._worker import World
 
 __all__ = ["run_chaos"]

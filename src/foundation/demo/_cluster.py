@@ -41,12 +41,12 @@ from ..etcd import EtcdClient, compare_create, op_put
 from ..registry import Registry, open_registry
 from ..supervision import ChildSpec, Restart, Supervisor, open_supervisor
 from ._chaos import run_chaos
-from ._config import WATCHED_NAMESPACES, DemoConfig, plan_faults, split_workers, worker_names
+from ._config import DemoConfig, plan_faults, split_workers, worker_names
 from ._local import ROOT, worker_specs
 from ._monitor import observe_leader, supervisor_handler, watch_names
 from ._observe import DemoSummary, Observations
 from ._report import PERIOD, Reporter
-from ._snapshot import registrations_json, tree_json
+from ._snapshot import WATCHED_NAMESPACES, registrations_json, settled_tree, tree_json
 from ._view import View
 from ._worker import World, one_error
 
@@ -323,8 +323,10 @@ async def run_cluster(config: DemoConfig, view: View | None = None) -> DemoSumma
                         reporter.start_in(nursery)
                         await trio.sleep_until(world.started + config.seconds)
                         reporter.stop()
-                        final_tree = tree()
+                        before = tree()
                         world.event("stopping", seconds=config.seconds)
+                    # The tree as it ended: every child stopped (or crashed).
+                    final_tree = settled_tree(before, sup.tree())
                     leftovers = await _wait_gone(registry, world.name_grace)
                     elapsed = world.now()
                     nursery.cancel_scope.cancel()

@@ -1,4 +1,4 @@
-"""What a demo run is: its settings, the names it uses, and its seeded fault plan.
+"""What a demo run is: its settings and its seeded fault plan.
 
 Everything the demo *decides* (which fault comes when, which worker it hits,
 what each worker proposes) is derived here from ``--seed``, so two runs with
@@ -10,53 +10,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import random
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import ConfigError
 
 __all__ = [
-    "BARRIER",
-    "CHAOS_NS",
-    "ELECTION",
-    "INSTANCES_NS",
-    "LEADER_NAME",
-    "LEDGER_LOCK",
-    "NAMES_NS",
-    "WATCHED_NAMESPACES",
     "DemoConfig",
     "Fault",
-    "default_state_path",
     "plan_faults",
     "proposal",
     "split_workers",
     "worker_names",
 ]
 
-#: Worker names (``worker-1`` -> its current instance id) and ``leader``.
-NAMES_NS = "demo"
-#: One entry per live instance (``worker-1#2``), with metadata (role, pid, term).
-INSTANCES_NS = "demo.instances"
-#: Poison pills: the fault injector registers ``(CHAOS_NS, instance)`` to crash it.
-CHAOS_NS = "demo.chaos"
-#: Namespaces whose entries belong to workers: all must be gone once they are.
-WATCHED_NAMESPACES = (NAMES_NS, INSTANCES_NS)
-#: The name the leader registers under :data:`NAMES_NS` while it leads.
-LEADER_NAME = "leader"
-#: The election group the workers campaign in.
-ELECTION = "demo-leader"
-#: The lock the leader holds for its whole term (its fencing token shows who wrote last).
-LEDGER_LOCK = "demo-ledger"
-#: The barrier the workers meet at, once per round.
-BARRIER = "demo-round"
-
-
-def default_state_path() -> str:
-    """Where the demo publishes its snapshots unless told otherwise (and inspect reads)."""
-    return os.path.join(tempfile.gettempdir(), "foundation-demo.json")
+# The names the demo registers, campaigns and locks under live in
+# ``_snapshot``, which ``python -m foundation inspect`` shares.
 
 
 def worker_names(count: int) -> list[str]:

@@ -24,11 +24,17 @@ from ..coordination import open_local_coordinator
 from ..registry import open_registry
 from ..supervision import ChildSpec, Restart, Supervisor, open_supervisor, supervisor_spec
 from ._chaos import run_chaos
-from ._config import NAMES_NS, WATCHED_NAMESPACES, DemoConfig, plan_faults, worker_names
+from ._config import DemoConfig, plan_faults, worker_names
 from ._monitor import observe_leader, supervisor_handler, watch_names
 from ._observe import DemoSummary, Observations
 from ._report import Reporter
-from ._snapshot import registrations_json, tree_json
+from ._snapshot import (
+    NAMES_NS,
+    WATCHED_NAMESPACES,
+    registrations_json,
+    settled_tree,
+    tree_json,
+)
 from ._view import View
 from ._worker import World, one_error, run_worker
 
@@ -99,8 +105,10 @@ async def run_local(config: DemoConfig, view: View | None = None) -> DemoSummary
                     reporter.start_in(nursery)
                     await trio.sleep_until(world.started + config.seconds)
                     reporter.stop()
-                    final_tree = tree()
+                    before = tree()
                     world.event("stopping", seconds=config.seconds)
+                # The tree as it ended: every child stopped (or crashed).
+                final_tree = settled_tree(before, sup.tree())
                 # Every worker has stopped: nothing of theirs may remain.
                 leftovers = registrations_json(
                     r for ns in WATCHED_NAMESPACES for r in registry.registrations(ns)

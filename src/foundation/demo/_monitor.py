@@ -17,7 +17,7 @@ import trio
 from .. import telemetry
 from ..errors import WatchOverflow
 from ..registry import EventKind
-from ._config import ELECTION, NAMES_NS
+from ._snapshot import ELECTION, NAMES_NS
 from ._worker import World
 
 __all__ = ["observe_leader", "supervisor_handler", "watch_names"]

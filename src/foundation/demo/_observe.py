@@ -12,11 +12,13 @@ crashes happened, and nothing stayed registered by dead workers.
 from __future__ import annotations
 
 import collections
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._config import LEADER_NAME, NAMES_NS, DemoConfig, Fault
+from ._config import DemoConfig, Fault
+from ._snapshot import LEADER_NAME, NAMES_NS
 
 __all__ = ["CHECKS", "DemoSummary", "Observations", "worker_of"]
 
@@ -61,7 +63,8 @@ class DemoSummary:
     faults: tuple[Mapping[str, Any], ...]
     #: ``{"at", "name", "old", "new"}``: a name moved from one instance to another.
     names_moved: tuple[Mapping[str, Any], ...]
-    #: Every leader seen, in order: ``{"at", "candidate", "term"}``.
+    #: Every leader seen, in term order: ``{"at", "candidate", "term"}``, plus
+    #: ``"shutdown": True`` for those elected while the tree was stopping.
     leaders: tuple[Mapping[str, Any], ...]
     #: ``{"at", "old", "new", "from_term", "to_term"}``: leadership moved to another worker.
     failovers: tuple[Mapping[str, Any], ...]
@@ -144,7 +147,8 @@ class Observations:
         self.stale: dict[tuple[str, str], dict[str, Any]] = {}
         self.escalations: list[dict[str, Any]] = []
         #: Set by the ``stopping`` event: the tree is shutting down, so leader
-        #: and name changes from here on are the shutdown's, not failovers.
+        #: and name changes from here on are the shutdown's, not failovers
+        #: (its leaders are still listed, marked ``shutdown``).
         self.stopping = False
 
     # -- feeding -----------------------------------------------------------------
@@ -210,19 +214,30 @@ class Observations:
         self.stopping = True
 
     def _on_leader(self, ev: dict[str, Any]) -> None:
-        if self.stopping:
-            return
         if ev.get("candidate") is None:
-            self.leader = None
+            if not self.stopping:
+                self.leader = None
             return
-        leader = {"at": ev["at"], "candidate": ev["candidate"], "term": ev["term"]}
-        last = self.leaders[-1] if self.leaders else None
-        if last is None or (last["candidate"], last["term"]) != (
-            leader["candidate"],
-            leader["term"],
-        ):
-            self.leaders.append(leader)
-        self.leader = leader
+        leader = self._note_leader(ev["at"], ev["candidate"], ev["term"])
+        if not self.stopping:
+            self.leader = leader
+
+    def _on_elected(self, ev: dict[str, Any]) -> None:
+        # The winner's own report: a term the observer's latest-value view
+        # can miss (the shutdown's handovers follow each other quickly).
+        self._note_leader(ev["at"], ev["instance"], ev["term"])
+
+    def _note_leader(self, at: float, candidate: Any, term: Any) -> dict[str, Any]:
+        """Add a term to :attr:`leaders` once, in term order (shutdown's terms marked)."""
+        for known in self.leaders:
+            if known["term"] == term:
+                return known
+        leader = {"at": at, "candidate": candidate, "term": term}
+        if self.stopping:
+            leader["shutdown"] = True
+        self.leaders.append(leader)
+        self.leaders.sort(key=lambda x: x["term"])
+        return leader
 
     def _on_tree(self, ev: dict[str, Any]) -> None:
         self.trees[str(ev["proc"])] = ev["tree"]
@@ -283,9 +298,14 @@ class Observations:
         }
 
     def failovers(self) -> list[dict[str, Any]]:
-        """Each change of leader to another worker, with a higher term."""
+        """Each change of leader to another worker, with a higher term (before shutdown).
+
+        The handovers of the shutdown (the tree stops its workers one by one)
+        are in :attr:`leaders` but are no failovers.
+        """
         out = []
-        for a, b in zip(self.leaders, self.leaders[1:], strict=False):
+        running = [x for x in self.leaders if not x.get("shutdown")]
+        for a, b in itertools.pairwise(running):
             if b["term"] > a["term"] and worker_of(a["candidate"]) != worker_of(b["candidate"]):
                 out.append(
                     {

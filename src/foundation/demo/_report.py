@@ -17,9 +17,17 @@ from typing import Any
 
 import trio
 
-from ._config import CHAOS_NS, ELECTION, LEDGER_LOCK, WATCHED_NAMESPACES
 from ._observe import Observations
-from ._snapshot import FORMAT, jsonable, registrations_json, write_atomic
+from ._snapshot import (
+    CHAOS_NS,
+    ELECTION,
+    FORMAT,
+    LEDGER_LOCK,
+    WATCHED_NAMESPACES,
+    jsonable,
+    registrations_json,
+    write_atomic,
+)
 from ._view import View
 from ._worker import World
 
@@ -57,7 +65,7 @@ class Reporter:
         return registrations_json(regs)
 
     async def snapshot(self, *, running: bool) -> dict[str, Any]:
-        """The state now, as JSON data (see DESIGN section 7 and ``inspect``)."""
+        """The state now, as JSON data (the snapshot ``inspect`` reads; see ``_snapshot``)."""
         world, config = self.world, self.world.config
         leader = await world.coord.election(ELECTION).leader()
         lock = await world.coord.lock_status(LEDGER_LOCK)

@@ -14,9 +14,8 @@ import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
-from ._config import INSTANCES_NS, LEADER_NAME, LEDGER_LOCK, NAMES_NS
 from ._observe import CHECKS, DemoSummary
-from ._snapshot import render_tree
+from ._snapshot import INSTANCES_NS, LEADER_NAME, LEDGER_LOCK, NAMES_NS, render_tree
 
 __all__ = ["View", "format_event", "format_summary", "render_status"]
 
@@ -242,8 +241,15 @@ def format_summary(summary: DemoSummary, tree: Mapping[str, Any] | None = None) 
         lines.append(
             f"  name moved  {m['at']:.2f}s {NAMES_NS}/{m['name']}: {m['old']} -> {m['new']}"
         )
-    terms = " -> ".join(f"{x['candidate']} (term {x['term']})" for x in s.leaders) or "none"
-    lines.append(f"  leaders     {terms}")
+
+    def terms(leaders: Sequence[Mapping[str, Any]]) -> str:
+        return " -> ".join(f"{x['candidate']} (term {x['term']})" for x in leaders)
+
+    running = [x for x in s.leaders if not x.get("shutdown")]
+    shutdown = [x for x in s.leaders if x.get("shutdown")]
+    lines.append(f"  leaders     {terms(running) or 'none'}")
+    if shutdown:
+        lines.append(f"              then, while the tree stopped: {terms(shutdown)}")
     lines.append(f"  failovers   {len(s.failovers)}")
     lines.append(
         f"  leftovers   {len(s.leftovers)} registration(s) left by dead workers,"

@@ -32,7 +32,8 @@ import trio
 
 from ..coordination import Coordinator
 from ..registry import EventKind, Registry
-from ._config import (
+from ._config import DemoConfig, proposal
+from ._snapshot import (
     BARRIER,
     CHAOS_NS,
     ELECTION,
@@ -40,8 +41,6 @@ from ._config import (
     LEADER_NAME,
     LEDGER_LOCK,
     NAMES_NS,
-    DemoConfig,
-    proposal,
 )
 
 __all__ = ["InjectedCrash", "Recorder", "World", "one_error", "run_worker", "wait_name_free"]
@@ -147,8 +146,8 @@ def one_error() -> Iterator[None]:
 
     Trio wraps every error out of a nursery in an ExceptionGroup; a
     supervisor would then record ``ExceptionGroup(...)`` as the crash. As the
-    library's scoped APIs do (DESIGN section 3), exactly one error is raised
-    as itself, several stay a group.
+    library's scoped APIs do (``registered()``, ``campaign()``, ``lock()``),
+    exactly one error is raised as itself, several stay a group.
     """
     try:
         yield
@@ -275,7 +274,7 @@ async def _campaign(world: World, instance: str, metadata: Mapping[str, Any]) ->
                 {**metadata, "role": "leader", "term": term.number, "token": token},
             )
             await wait_name_free(world, NAMES_NS, LEADER_NAME)
-            info = {"term": term.number, "token": token}
+            info = {"role": "leader", "term": term.number, "token": token}
             async with world.registry.registered(NAMES_NS, LEADER_NAME, instance, info):
                 world.event("elected", instance=instance, term=term.number, token=token)
                 await trio.sleep_forever()

@@ -2,19 +2,19 @@
 
 Builds an extension module ``_fdn_cffi`` that compiles ``csrc/fdn_table.c``
 and exposes the declarations of ``csrc/fdn_table.h`` that the cffi binding
-(``_cffi_table.py``) needs, plus a little C glue: a counting allocator with a
+(``cffi_table.py``) needs, plus a little C glue: a counting allocator with a
 failure-injection switch (installed through ``fdn_set_allocator``) and probe /
 insert / delete steps that hash and pick the shard in C, so a lookup, insert
 or delete that meets no CANDIDATE is one foreign call.
 
-This is the PyPy / fuzzing path: setup.py does not build it (a wheel carries
-this file but no ``_fdn_cffi``; building needs a source checkout, for
-csrc/). Build it on demand into a directory of your choice::
+This is the PyPy / fuzzing path, a tool of the source checkout: setup.py
+does not build it and the package does not ship it. Build it on demand into
+a directory of your choice::
 
-    python src/foundation/registry/_fdn_cffi_build.py BUILD_DIR
+    python tools/cffi/fdn_cffi_build.py BUILD_DIR
 
 or ``build(BUILD_DIR)`` from Python; then put BUILD_DIR on ``sys.path`` (or
-use ``_cffi_table.load(BUILD_DIR)``, which does both). Nothing is ever
+use ``cffi_table.load(BUILD_DIR)``, which does both). Nothing is ever
 written next to this file.
 
 Runs on CPython >= 3.9 and PyPy3.9 (Debian's pypy3 ships cffi built in): it
@@ -187,7 +187,7 @@ long long fdn_cffi_remove_list(fdn_shard *sh, const fdn_cffi_res *at,
 
 # Python-agnostic C glue compiled with the core: the allocator hook, and
 # probe / insert / remove steps that each take one foreign call. Python
-# objects are named by integers (their id(), see _cffi_table.py). A probe
+# objects are named by integers (their id(), see cffi_table.py). A probe
 # result lives in an fdn_cffi_res the caller owns; every step after the first
 # re-checks the shard version recorded in it, so Python code run in between
 # (a key's __eq__) that changed the shard makes the step return -1 (restart).
@@ -499,12 +499,12 @@ long long fdn_cffi_remove_list(fdn_shard *sh, const fdn_cffi_res *at,
 
 def csrc_dir() -> str:
     """The csrc/ directory: ``$FDN_CSRC_DIR`` if set, else the one of the
-    source tree this file belongs to (an installed copy has none: set it)."""
+    checkout this file belongs to (``tools/cffi/../../csrc``)."""
     given = os.environ.get("FDN_CSRC_DIR")
     if given:
         return os.path.normpath(given)
     here = os.path.dirname(os.path.abspath(__file__))
-    return os.path.normpath(os.path.join(here, "..", "..", "..", "csrc"))
+    return os.path.normpath(os.path.join(here, "..", "..", "csrc"))
 
 
 def source_digest() -> str:

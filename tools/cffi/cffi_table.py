@@ -2,7 +2,9 @@
 
 Not a registry backend: this is the C core reached through cffi, for PyPy
 (where the Cython extension cannot be used) and for differential fuzzing of
-the core on CPython (tests/native/test_cffi_core.py). It offers only
+the core on CPython (tests/native/test_cffi_core.py). It lives beside the
+fuzzer, outside the installed package, and builds from the checkout's
+``csrc/``. It offers only
 ``insert`` / ``get`` / ``delete`` / ``remove_owner`` over ``partitions``
 shards, hashing and sharding exactly as ``_native.pyx`` does.
 
@@ -25,7 +27,10 @@ calls on one table, as the core requires.
 
 Runs on CPython >= 3.9 and on PyPy3.9 (Debian's pypy3 7.3.11, cffi built
 in). It must not import the rest of ``foundation`` (which needs Python 3.11),
-so it loads its builder, ``_fdn_cffi_build.py``, by path.
+so it loads its builder, ``fdn_cffi_build.py``, by path; load this module by path
+too (``tools/pypy_bench.py`` and the tests do)::
+
+    spec = importlib.util.spec_from_file_location("cffi_table", "tools/cffi/cffi_table.py")
 """
 
 from __future__ import annotations
@@ -90,7 +95,7 @@ def load(build_dir: str | None = None, *, verbose: bool = False) -> Any:
     mod = sys.modules.get(_MODULE)
     if mod is None:
         here = os.path.dirname(os.path.abspath(__file__))
-        builder = _import_path("_fdn_cffi_build", os.path.join(here, "_fdn_cffi_build.py"))
+        builder = _import_path("fdn_cffi_build", os.path.join(here, "fdn_cffi_build.py"))
         path = builder.build(build_dir or default_build_dir(), verbose=verbose)
         mod = _import_path(_MODULE, path)
         sys.modules[_MODULE] = mod

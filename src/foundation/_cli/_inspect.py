@@ -2,13 +2,16 @@
 
 Two sources:
 
-* ``--state PATH`` (the default, at the path a demo prints at start): the
-  JSON snapshot a demo publishes every half second -- its supervision tree,
-  registrations, leader and term, lock holder, last round.
+* ``--state PATH`` (the default; with no path, the current user's newest
+  demo run's, as the demo prints at start): the JSON snapshot a demo
+  publishes every half second -- its supervision tree, registrations,
+  leader and term, lock holder, last round.
 * ``--etcd URL``: the cluster itself -- registrations from an etcd registry
   (``open_registry(backend="etcd")``), the leader of each election and the
   holder of each lock from an etcd coordinator, and the supervision tree
-  from the snapshot an etcd-mode demo keeps at ``<prefix>state``.
+  from the snapshot an etcd-mode demo keeps at ``<prefix>state``; all of it
+  within ``--timeout`` seconds (default 5), or one line saying it did not
+  answer.
 
 Registrations can be narrowed with ``--namespace NS`` and ``--where``
 filters, which are the registry's own ``select`` criteria (equality,
@@ -31,19 +34,25 @@ from typing import Any
 
 import trio
 
-from .coordination import open_etcd_coordinator
-from .demo._config import ELECTION, LEDGER_LOCK, default_state_path
-from .demo._snapshot import (
+from .._util import describe_owner
+from ..coordination import open_etcd_coordinator
+from ..demo._snapshot import (
+    ELECTION,
+    LEDGER_LOCK,
     check_snapshot,
+    latest_state_path,
     read_snapshot,
     registrations_json,
     render_tree,
+    state_dir,
 )
-from .errors import ConfigError, FoundationError
-from .registry import Registry, open_registry
+from ..errors import ConfigError, FoundationError
+from ..registry import Registry, open_registry
+from ._options import seconds
 
 __all__ = [
     "STALE_AFTER",
+    "TIMEOUT",
     "add_arguments",
     "format_report",
     "main",
@@ -53,6 +62,8 @@ __all__ = [
 
 #: A running demo publishes every 0.5 s; a snapshot older than this says it stopped.
 STALE_AFTER = 5.0
+#: Default bound on reading a cluster with ``--etcd``, in seconds.
+TIMEOUT = 5.0
 
 _WHERE = re.compile(r"^\s*([^=!<>\s]+)\s*(==|=|!=|<=|>=|<|>)\s*(.*?)\s*$")
 _OPS = {"=": "eq", "==": "eq", "!=": "neq", "<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}
@@ -65,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--state",
         metavar="PATH",
         default=None,
-        help=f"a demo's published snapshot (default {default_state_path()})",
+        help=f"a demo's published snapshot (default: your newest run's, in {state_dir()})",
     )
     source.add_argument(
         "--etcd",
@@ -115,6 +126,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="NAME",
         help=f"etcd: locks whose holder to show (default {LEDGER_LOCK})",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=seconds,
+        default=TIMEOUT,
+        metavar="SECONDS",
+        help=f"etcd: give up after this long in all (default {TIMEOUT:g})",
     )
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
@@ -278,6 +296,20 @@ async def _from_etcd(
     return _report(snap, source, regs, leaders=leaders, locks=locks)
 
 
+async def _from_etcd_within(
+    endpoints: list[str], args: argparse.Namespace, where: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """:func:`_from_etcd` under one deadline for the whole read (None: it passed).
+
+    Each etcd call has its own deadline, but a read makes several (the
+    registry's snapshot, each leader and lock, the state key), so without
+    this the bound ``--timeout`` states would hold per call, not in all.
+    """
+    with trio.move_on_after(args.timeout):
+        return await _from_etcd(endpoints, args, where)
+    return None
+
+
 def _fmt(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=repr)
 
@@ -337,7 +369,7 @@ def format_report(report: Mapping[str, Any], *, namespace: str | None, where: Se
                 _fmt(r["namespace"]),
                 _fmt(r["name"]),
                 _cut(_fmt(r["value"]), 30),
-                _cut(_fmt(r["owner"]), 34),
+                _cut(describe_owner(r["owner"], quote=False), 40),
                 _cut(" ".join(f"{k}={_fmt(v)}" for k, v in (r["metadata"] or {}).items()), 80),
             )
             for r in regs
@@ -382,9 +414,17 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.etcd:
             endpoints = [e.strip() for e in args.etcd.split(",") if e.strip()]
-            report = trio.run(functools.partial(_from_etcd, endpoints, args, where))
+            report = trio.run(functools.partial(_from_etcd_within, endpoints, args, where))
+            if report is None:
+                print(
+                    f"foundation inspect: no answer from etcd at {', '.join(endpoints)} within"
+                    f" {args.timeout:g} s; check that the members are running and reachable,"
+                    " or wait longer with --timeout",
+                    file=sys.stderr,
+                )
+                return 1
         else:
-            report = _from_state(args.state or default_state_path(), args.namespace, where)
+            report = _from_state(args.state or latest_state_path(), args.namespace, where)
     except FoundationError as exc:
         print(f"foundation inspect: {exc}", file=sys.stderr)
         return 1

@@ -1,8 +1,8 @@
 """The backend comparison engine behind ``python -m foundation bench``.
 
-It measures the registry's hot operations side by side in ONE process, the
-way DESIGN section 6 asks and ``shared/reference/hash-table-facts.md``
-(Appendix A) did:
+It measures the registry's hot operations side by side in ONE process, so
+drift and load hit every implementation alike (the method and the targets
+are in ``docs/performance.rst``):
 
 * prebuilt ``str`` names (as a service's names are) over 16 interned
   namespaces, shuffled access, every name hashed before timing;
@@ -156,9 +156,9 @@ _RATIOS: tuple[tuple[str, str], ...] = (
     ("native", "python"),
 )
 
-#: DESIGN section 6 targets: (op, ratio name, small-N bound, large-N bound).
+#: The targets of ``docs/performance.rst``: (op, ratio name, small-N bound, large-N bound).
 #: "Small" is N < 1e5 ("at first"), "large" N >= 1e5 ("then"): from 1e5 on the
-#: table no longer fits in cache, which is where DESIGN's second bound applies.
+#: table no longer fits in cache, which is where the second bound applies.
 TARGETS: tuple[tuple[str, str, float, float], ...] = (
     ("lookup_hit", "native/dict", 1.0, 0.6),
     ("lookup_hit", "native/nested", 1.0, 0.7),
@@ -269,7 +269,7 @@ def make_pairs(n: int, tag: str) -> list[Pair]:
 def native_status() -> tuple[bool, str]:
     """(whether the native backend can be used here, a sentence saying why/why not)."""
     try:
-        from .registry import _compat
+        from ..registry import _compat
     except Exception as exc:  # a broken config must still print a table
         return False, f"foundation.registry failed to import: {type(exc).__name__}: {exc}"
     if _compat.NATIVE:
@@ -285,7 +285,7 @@ def native_status() -> tuple[bool, str]:
 
 def make_registry(impl: str, indexes: Sequence[str] = ()) -> Any:
     """A :class:`foundation.registry.Registry` on backend ``impl``, default partitions."""
-    from .registry import Registry
+    from ..registry import Registry
 
     return Registry(backend=impl, indexes=tuple(indexes))
 
@@ -299,7 +299,7 @@ def _loadavg() -> float | None:
 
 
 def _env(backends: Sequence[str]) -> dict[str, Any]:
-    from . import __version__
+    from .. import __version__
 
     native, why = native_status()
     info: dict[str, Any] = {
@@ -833,7 +833,7 @@ def run(
 
 
 def check_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """DESIGN section 6 targets against the measured ratios (one entry per row and target)."""
+    """The targets (:data:`TARGETS`) against the measured ratios (one entry per row and target)."""
     checks: list[dict[str, Any]] = []
     rows = result["results"]
     for op, ratio, small, large in TARGETS:
@@ -925,7 +925,7 @@ def _grid(table: list[list[str]]) -> list[str]:
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """The human report: times per operation, then ratios against DESIGN section 6 targets."""
+    """The human report: times per operation, then ratios against the targets."""
     env = result["env"]
     rows = result["results"]
     impls = [i for i in IMPLS if any(i in r["impls"] for r in rows)]
@@ -952,7 +952,10 @@ def format_table(result: dict[str, Any]) -> str:
         table.append(cells)
     lines += _grid(table)
     if ratios:
-        lines += ["", "Ratios: median [min-max of per-round ratios]; target from DESIGN section 6"]
+        lines += [
+            "",
+            "Ratios: median [min-max of per-round ratios]; targets as in docs/performance.rst",
+        ]
         table = [["operation", "N", *ratios]]
         for row in rows:
             if not row["ratios"]:
@@ -978,7 +981,7 @@ def format_table(result: dict[str, Any]) -> str:
         missed = [c for c in all_checks if not c["ok"]]
         lines += [
             "",
-            f"DESIGN section 6 targets: {len(all_checks) - len(missed)}/{len(all_checks)} met"
+            f"Targets: {len(all_checks) - len(missed)}/{len(all_checks)} met"
             " (N >= 1e5 uses the 'then' bound)",
         ]
         for c in all_checks:

@@ -228,7 +228,7 @@ def run_threads(
     load_start = _loadavg()
     rnd = random.Random(seed)
     value = _Handle("n1")
-    from .registry import Registry
+    from ..registry import Registry
 
     say(f"building {len(backends)} registries of {n:,} entries")
     pairs = make_pairs(n, "live")

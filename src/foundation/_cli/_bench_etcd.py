@@ -1,6 +1,6 @@
 """The etcd measurements of ``python -m foundation bench --etcd URL``.
 
-DESIGN section 6 asks for two numbers on one member over loopback:
+Two numbers, on one member over loopback:
 
 * registrations per second from one client: serial ``await register()``,
   many concurrent ``register()`` tasks (which the backend coalesces into
@@ -98,7 +98,7 @@ async def run_etcd(
     ``register_many_per_s``, ``propagation_ms`` (``p50``, ``p99``, ``max``,
     ``samples``) and the parameters used.
     """
-    from .registry import open_registry
+    from ..registry import open_registry
 
     prefix = f"bench/{uuid.uuid4().hex}/"
     result: dict[str, Any] = {
@@ -129,7 +129,7 @@ async def run_etcd(
 
 
 def format_etcd_table(result: dict[str, Any]) -> str:
-    """The etcd results as a small text table with the DESIGN targets."""
+    """The etcd results as a small text table, with the targets they are read against."""
     prop = result["propagation_ms"]
     rows = [
         ("measure", "result", "target"),

@@ -1,4 +1,4 @@
-"""``python -m foundation demo``: options, logging, the live view, the exit code."""
+"""``python -m foundation demo``: options, logging, the live view, the exit status."""
 
 from __future__ import annotations
 
@@ -13,46 +13,23 @@ from collections.abc import Callable
 import trio
 
 from ..config import backend_from_env
+from ..demo import DemoConfig, View, run_demo
+from ..demo._snapshot import new_state_path, state_dir
+from ..demo._view import format_summary
 from ..errors import ConfigError, FoundationError
 from ..registry import NATIVE
-from ._config import DemoConfig, default_state_path
-from ._run import run_demo
-from ._view import View, format_summary
+from ._options import count, endpoints, seconds
 
 __all__ = ["add_arguments", "main"]
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0 seconds, not {text}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-
-
-def _endpoints(text: str) -> tuple[str, ...]:
-    urls = tuple(u.strip() for u in text.split(",") if u.strip())
-    if not urls:
-        raise argparse.ArgumentTypeError("give one or more URLs, e.g. http://127.0.0.1:2379")
-    return urls
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``demo`` options to ``parser``."""
     parser.add_argument(
-        "--seconds", type=_seconds, default=10.0, help="how long the scenario runs (default 10)"
+        "--seconds", type=seconds, default=10.0, help="how long the scenario runs (default 10)"
     )
     parser.add_argument(
-        "--workers", type=_count, default=4, help="supervised workers, 2 to 64 (default 4)"
+        "--workers", type=count, default=4, help="supervised workers, 2 to 64 (default 4)"
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="seeds which worker crashes when (default 0)"
@@ -61,14 +38,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--state",
         metavar="PATH",
         default=None,
-        help=f"publish JSON snapshots here for 'inspect' (default {default_state_path()})",
+        help="publish JSON snapshots here for 'inspect' (default: a new file per run in"
+        f" {state_dir()}, printed at start)",
     )
     parser.add_argument(
         "--json", action="store_true", help="print the summary as JSON on stdout (view on stderr)"
     )
     parser.add_argument(
         "--round-interval",
-        type=_seconds,
+        type=seconds,
         default=0.4,
         metavar="SECONDS",
         help="pause between two rounds (default 0.4)",
@@ -89,13 +67,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     etcd.add_argument(
         "--etcd",
         metavar="URL[,URL...]",
-        type=_endpoints,
+        type=endpoints,
         default=None,
         help="run across OS processes sharing this etcd cluster",
     )
     etcd.add_argument(
         "--processes",
-        type=_count,
+        type=count,
         default=2,
         help="worker processes sharing the workers (default 2)",
     )
@@ -106,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     etcd.add_argument(
         "--ttl",
-        type=_count,
+        type=count,
         default=3,
         help="lease TTL in seconds: how long a killed process's names and leadership live on",
     )
@@ -119,9 +97,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> DemoConfig:
-    state = args.state if args.state is not None else default_state_path()
+    state = args.state
+    if state is None and args.role == "main":
+        state = new_state_path()
     log_file = args.log_file
-    if log_file is None and args.role == "main":
+    if log_file is None and state is not None:
         log_file = os.path.splitext(state)[0] + ".log"
     return DemoConfig(
         seconds=args.seconds,
@@ -175,7 +155,10 @@ def _backend_label(config: DemoConfig) -> str:
     name = config.backend if config.backend != "auto" else backend_from_env("auto")
     if name == "auto":
         name = "native" if NATIVE else "python"
-    return f"embedded {name} registry, LocalCoordinator"
+    label = f"embedded {name} registry, LocalCoordinator"
+    if not NATIVE:
+        label += "; the native extension is not in use: 'python -m foundation --version' says why"
+    return label
 
 
 def main(args: argparse.Namespace) -> int:
@@ -239,7 +222,7 @@ def _worker_main(config: DemoConfig, args: argparse.Namespace) -> int:
         return 2
     undo = _log_to(config.log_file)
     try:
-        from ._cluster import run_worker_process
+        from ..demo._cluster import run_worker_process
 
         trio.run(run_worker_process, config, args.proc, names)
     except KeyboardInterrupt:
