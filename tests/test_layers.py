@@ -10,12 +10,13 @@ TYPE_CHECKING:`` (type-only). Relative imports are resolved. Importing
 The layers, lowest first (a module imports only from its own layer or
 below)::
 
-    errors < _util < telemetry < _endpoints < config    (the floor, one module each)
+    _util < errors < telemetry < _endpoints < config    (the floor, one module each)
       < etcd < registry < supervision < coordination < cluster
       < demo, _cli (and __main__)                       (the top: not the library)
 
-The floor is ordered module by module: ``errors`` imports nothing of the
-package, ``_util`` and ``telemetry`` only what is below them, ``_endpoints``
+The floor is ordered module by module: ``_util`` imports nothing of the
+package (``errors`` uses its owner wording), ``errors`` and ``telemetry``
+only what is below them, ``_endpoints``
 (the etcd endpoint check, shared by ``config`` and the etcd transport) and
 ``config`` take their errors from ``errors``.
 
@@ -44,8 +45,8 @@ ROOT = "foundation"
 #: its name (``foundation.etcd`` matches ``foundation.etcd`` and
 #: ``foundation.etcd._client``, not ``foundation.etcdx``).
 LAYERS: list[tuple[str, ...]] = [
-    ("foundation.errors",),
     ("foundation._util",),
+    ("foundation.errors",),
     ("foundation.telemetry",),
     ("foundation._endpoints",),
     ("foundation.config",),
@@ -370,12 +371,13 @@ def test_cycle_finder_reports_the_path() -> None:
 
 
 def test_layers_rank_as_documented() -> None:
-    assert layer_of("foundation.errors") == 0
+    assert layer_of("foundation._util") == 0
     assert layer_of("foundation.errorsx") is None
     ranks = [
         layer_of(m)
         for m in (
             "foundation._util",
+            "foundation.errors",
             "foundation.telemetry",
             "foundation.config",
             "foundation.etcd._client",

@@ -20,7 +20,7 @@ underscore modules and whose public names are re-exported from its
 * ``foundation.demo`` and ``python -m foundation`` -- the demo and the
   command line (bench, demo, inspect); the library never imports them.
 
-Imports go one way, lowest layer first: errors, _util, telemetry,
+Imports go one way, lowest layer first: _util, errors, telemetry,
 _endpoints, config <- etcd <- registry <- supervision <- coordination <-
 cluster <- demo, _cli. This module sits above them all and does not import
 ``cluster``, so ``import foundation`` needs no etcd. ``tests/test_layers.py``
