@@ -13,7 +13,8 @@ variable and the values it takes.
 
 .. envvar:: FOUNDATION_ETCD_ENDPOINTS
 
-   Comma-separated etcd client URLs (``http://10.0.0.1:2379,http://10.0.0.2:2379``)
+   Comma-separated etcd endpoints (``http://10.0.0.1:2379,http://10.0.0.2:2379``;
+   ``host:port`` and ``https://host:port`` work too)
    used by ``open_registry(backend="etcd")``, ``open_etcd_coordinator()`` and
    the command line when no endpoints are passed.
 
@@ -69,7 +70,7 @@ def etcd_endpoints_from_env() -> list[str] | None:
     if not raw.strip():
         return None
     # the etcd client's own check, so both accept exactly the same URLs
-    from .etcd._transport import check_endpoints
+    from ._endpoints import check_endpoints
 
     try:
         return check_endpoints(raw)
