@@ -6,8 +6,8 @@ deadlines, auth, error mapping) and turns the answer into the typed results
 of :mod:`._ops`. Background work lives in nurseries: the LeaseKeepAlive
 stream every lease of this client shares runs in the client's own (the
 ``async with open_etcd_client(...)`` block), a lease's renewal loop in the
-``async with client.lease(...)`` block, a watch's reader in the ``async with
-client.watch(...)`` block. Blocking RPCs (``campaign``, ``lock``) wait
+``async with client.lease(...)`` block, a watch's reader in the client's
+nursery too, for as long as its ``async with client.watch(...)`` block runs. Blocking RPCs (``campaign``, ``lock``) wait
 without a deadline; cancel them with Trio, and mind that etcd's Campaign
 does not stop when its lease expires (race it against the lease, as
 :mod:`foundation.coordination` does).
@@ -212,8 +212,8 @@ class EtcdClient:
         """``async with client.watch(key, prefix=True, start_revision=r) as events``.
 
         Iterate ``events`` for :class:`WatchResponse` s; see :class:`Watch`
-        for reconnection and its errors. The stream's reader runs in a
-        nursery of the ``async with`` block.
+        for reconnection and its errors. The stream's reader runs in the
+        client's nursery until the block ends.
         """
         raw = to_bytes(key)
         end = prefix_end(raw) if prefix else None
@@ -231,18 +231,17 @@ class EtcdClient:
 
     @asynccontextmanager
     async def _stream_context(self, make: Any) -> AsyncIterator[Any]:
+        # The stream's reader task runs in the client's nursery, not in one
+        # of this block: the block opens no cancel scope, so callers may
+        # hold it open across calls (an AsyncExitStack entered in one call
+        # and closed in another, as the coordinator's key guards do).
         load_protos()
+        stream = make(self._nursery)
         try:
-            async with trio.open_nursery() as nursery:
-                stream = make(nursery)
-                try:
-                    yield stream
-                finally:
-                    await stream.aclose()
-                    nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            # The reader tasks never raise: an error here is the block's own.
-            reraise_collapsed(group)
+            yield stream
+        finally:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
 
     # -- leases -----------------------------------------------------------------
     async def lease_grant(self, ttl: int, lease_id: int = 0) -> Lease:

@@ -10,8 +10,8 @@ once, in order, or an error that says why not:
 revisions to replay, :class:`~foundation.errors.EtcdUnavailable` when no
 member takes the stream back within the client's timeout.
 
-Each stream's reader runs in the nursery of the ``async with
-client.watch(...)`` block. Streams carry etcd's ``hasleader`` metadata, so a
+Each stream's reader runs in the client's nursery while its ``async with
+client.watch(...)`` block is open. Streams carry etcd's ``hasleader`` metadata, so a
 member cut off from its leader cancels them and they move on.
 """
 
