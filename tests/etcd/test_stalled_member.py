@@ -35,6 +35,7 @@ async def test_a_stalled_first_member_costs_the_client_nothing(etcd_cluster: Any
     endpoints = [first, *(e for e in etcd_cluster.endpoints if e != first)]
     p = f"stall/{uuid.uuid4().hex}/"
     seen: list[bytes] = []
+    expected = [10**9]  # how many events to wait for (known once the writes end)
     slowest = 0.0
     with trio.fail_after(STALL + 60):
         async with (
@@ -51,9 +52,13 @@ async def test_a_stalled_first_member_costs_the_client_nothing(etcd_cluster: Any
             ):
                 lock_key = await etcd.lock(p + "lock", lease.id)
 
+                all_seen = trio.Event()
+
                 async def collect() -> None:
                     async for response in events:
                         seen.extend(ev.kv.value for ev in response.events)
+                        if len(seen) >= expected[0]:
+                            all_seen.set()
 
                 nursery.start_soon(collect)
                 etcd_cluster.pause(stalled)
@@ -81,9 +86,11 @@ async def test_a_stalled_first_member_costs_the_client_nothing(etcd_cluster: Any
                     assert holder.lease == lease.id
                     assert not held.lost, held.reason
                     # ... and the watch delivered every write, in order.
+                    expected[0] = len(written)
+                    if len(seen) >= len(written):
+                        all_seen.set()
                     with trio.fail_after(10):
-                        while len(seen) < len(written):
-                            await trio.sleep(0.05)
+                        await all_seen.wait()
                     assert seen == written
                 finally:
                     etcd_cluster.resume(stalled)

@@ -74,8 +74,16 @@ ETCD_MESSAGES: list[tuple[str, str, type[errors.EtcdError] | Outcome]] = [
     ("INVALID_ARGUMENT", "etcdserver: too many operations in txn request", errors.EtcdRequestError),
     ("INVALID_ARGUMENT", "etcdserver: duplicate key given in txn request", errors.EtcdRequestError),
     ("INVALID_ARGUMENT", "etcdserver: request is too large", errors.EtcdRequestError),
-    ("OUT_OF_RANGE", "etcdserver: mvcc: required revision has been compacted", errors.CompactedRevision),
-    ("OUT_OF_RANGE", "etcdserver: mvcc: required revision is a future revision", errors.EtcdRequestError),
+    (
+        "OUT_OF_RANGE",
+        "etcdserver: mvcc: required revision has been compacted",
+        errors.CompactedRevision,
+    ),
+    (
+        "OUT_OF_RANGE",
+        "etcdserver: mvcc: required revision is a future revision",
+        errors.EtcdRequestError,
+    ),
     ("OUT_OF_RANGE", "etcdserver: too large lease TTL", errors.EtcdRequestError),
     ("RESOURCE_EXHAUSTED", "etcdserver: mvcc: database space exceeded", errors.EtcdError),
     ("NOT_FOUND", "etcdserver: requested lease not found", errors.LeaseExpired),
@@ -164,8 +172,9 @@ async def test_a_refused_member_is_skipped_and_the_next_serves(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     wire = FakeWire(
-        _handler({A: _fails("UNAVAILABLE", "failed to connect to all addresses", sent=False),
-                  B: _ok})
+        _handler(
+            {A: _fails("UNAVAILABLE", "failed to connect to all addresses", sent=False), B: _ok}
+        )
     )
     async with open_etcd_client([A, B], _wire=wire) as etcd:
         result = await etcd.put("k", "v")
@@ -225,9 +234,7 @@ async def test_a_non_idempotent_write_is_not_sent_twice(
         assert _endpoints_called(wire) == [A]
         # a CAS-guarded one may be: it goes to B after one attempt deadline
         wire.calls.clear()
-        await etcd.txn(
-            [compare_create("k", "==", 0)], [op_put("k", "v")], retry_ambiguous=True
-        )
+        await etcd.txn([compare_create("k", "==", 0)], [op_put("k", "v")], retry_ambiguous=True)
         assert _endpoints_called(wire) == [B]
 
 
@@ -263,7 +270,7 @@ async def test_no_member_answering_is_unavailable_at_the_timeout(
     wire = FakeWire(_handler({A: down, B: _stall}))
     async with open_etcd_client([A, B], timeout=4, _wire=wire) as etcd:
         start = trio.current_time()
-        with pytest.raises(errors.EtcdUnavailable, match="no member answered KV.Range within 4"):
+        with pytest.raises(errors.EtcdUnavailable, match=r"no member answered KV\.Range within 4"):
             await etcd.get("k")
         assert trio.current_time() - start == pytest.approx(4.0, abs=0.01)
         assert set(_endpoints_called(wire)) == {A, B}
@@ -273,8 +280,12 @@ async def test_definite_errors_are_raised_at_once(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     wire = FakeWire(
-        _handler({A: _fails("INVALID_ARGUMENT", "etcdserver: too many operations in txn request"),
-                  B: _ok})
+        _handler(
+            {
+                A: _fails("INVALID_ARGUMENT", "etcdserver: too many operations in txn request"),
+                B: _ok,
+            }
+        )
     )
     async with open_etcd_client([A, B], _wire=wire) as etcd:
         with pytest.raises(errors.EtcdRequestError, match="too many operations") as info:
@@ -381,16 +392,15 @@ async def test_a_lease_renews_through_a_stalled_member(
     stalled: set[str] = set()
     unary, streams = _lease_member(stalled)
     wire = FakeWire(unary, streams)
-    async with open_etcd_client([A, B], _wire=wire) as etcd:
-        async with etcd.lease(9) as lease:
-            await trio.sleep(4)
-            stalled.add(A)  # A stops answering; the lease must live on through B
-            await trio.sleep(30)
-            assert lease.alive
-            assert lease.expires_at > trio.current_time() + 5
-            opened = [c[0] for c in wire.calls if c[1] == "Lease.LeaseKeepAlive"]
-            assert opened[0] == A
-            assert B in opened
+    async with open_etcd_client([A, B], _wire=wire) as etcd, etcd.lease(9) as lease:
+        await trio.sleep(4)
+        stalled.add(A)  # A stops answering; the lease must live on through B
+        await trio.sleep(30)
+        assert lease.alive
+        assert lease.expires_at > trio.current_time() + 5
+        opened = [c[0] for c in wire.calls if c[1] == "Lease.LeaseKeepAlive"]
+        assert opened[0] == A
+        assert B in opened
 
 
 async def test_expiry_runs_from_the_send_time_of_the_last_acknowledged_renewal(
@@ -399,25 +409,24 @@ async def test_expiry_runs_from_the_send_time_of_the_last_acknowledged_renewal(
     stalled: set[str] = set()
     unary, streams = _lease_member(stalled)
     wire = FakeWire(unary, streams)
-    async with open_etcd_client([A], _wire=wire) as etcd:
-        async with etcd.lease(9) as lease:
-            sent = trio.current_time()
-            ttl = await lease.keepalive_once()
-            assert ttl == 9
-            # answered 10 ms after it was sent: the deadline counts from the send
-            assert lease.expires_at == pytest.approx(sent + 9)
-            assert lease.renewed_at == pytest.approx(sent + 0.01)
-            stalled.add(A)
-            last_ack = lease.expires_at
-            with trio.fail_after(20):
-                await lease.wait_expiring()
-            assert lease.margin == 1.8
-            assert trio.current_time() == pytest.approx(last_ack - 1.8, abs=0.01)
-            assert lease.alive
-            await lease.lost.wait()
-            assert trio.current_time() == pytest.approx(last_ack, abs=0.05)
-            assert isinstance(lease.error, errors.LeaseExpired)
-            assert "within its TTL" in lease.error.message
+    async with open_etcd_client([A], _wire=wire) as etcd, etcd.lease(9) as lease:
+        sent = trio.current_time()
+        ttl = await lease.keepalive_once()
+        assert ttl == 9
+        # answered 10 ms after it was sent: the deadline counts from the send
+        assert lease.expires_at == pytest.approx(sent + 9)
+        assert lease.renewed_at == pytest.approx(sent + 0.01)
+        stalled.add(A)
+        last_ack = lease.expires_at
+        with trio.fail_after(20):
+            await lease.wait_expiring()
+        assert lease.margin == 1.8
+        assert trio.current_time() == pytest.approx(last_ack - 1.8, abs=0.01)
+        assert lease.alive
+        await lease.lost.wait()
+        assert trio.current_time() == pytest.approx(last_ack, abs=0.05)
+        assert isinstance(lease.error, errors.LeaseExpired)
+        assert "within its TTL" in lease.error.message
 
 
 async def test_ttl_zero_means_expired(autojump_clock: trio.testing.MockClock) -> None:
@@ -467,13 +476,15 @@ async def test_a_stalled_watch_reopens_elsewhere_from_the_next_revision(
 
     wire = FakeWire(unary, streams)
     seen: list[int] = []
-    async with open_etcd_client([A, B], _wire=wire) as etcd:
-        async with etcd.watch("w/", prefix=True, start_revision=5) as events:
-            async for response in events:
-                seen.extend(ev.kv.mod_revision for ev in response.events)
-                if len(seen) == 3:
-                    stalled.add(A)
-                if len(seen) == 6:
-                    break
+    async with (
+        open_etcd_client([A, B], _wire=wire) as etcd,
+        etcd.watch("w/", prefix=True, start_revision=5) as events,
+    ):
+        async for response in events:
+            seen.extend(ev.kv.mod_revision for ev in response.events)
+            if len(seen) == 3:
+                stalled.add(A)
+            if len(seen) == 6:
+                break
     assert seen == [5, 6, 7, 8, 9, 10]  # none lost, none twice
     assert creates == [(A, 5), (B, 8)]

@@ -7,10 +7,11 @@ of :mod:`._ops`. Background work lives in nurseries: the LeaseKeepAlive
 stream every lease of this client shares runs in the client's own (the
 ``async with open_etcd_client(...)`` block), a lease's renewal loop in the
 ``async with client.lease(...)`` block, a watch's reader in the client's
-nursery too, for as long as its ``async with client.watch(...)`` block runs. Blocking RPCs (``campaign``, ``lock``) wait
-without a deadline; cancel them with Trio, and mind that etcd's Campaign
-does not stop when its lease expires (race it against the lease, as
-:mod:`foundation.coordination` does).
+nursery too, for as long as its ``async with client.watch(...)`` block
+runs. Blocking RPCs (``campaign``, ``lock``) wait without a deadline;
+cancel them with Trio, and mind that etcd's Campaign does not stop when its
+lease expires (race it against the lease, as :mod:`foundation.coordination`
+does).
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ class EtcdClient:
         method: str,
         request: Any,
         *,
-        timeout: float | None | _Default = DEFAULT,  # noqa: ASYNC109 -- per-call etcd deadline
+        timeout: float | _Default | None = DEFAULT,  # noqa: ASYNC109 -- per-call etcd deadline
         idempotent: bool = False,
     ) -> Any:
         """A raw unary call (``method`` like ``"KV.Range"``, ``request`` etcd's protobuf message).

@@ -21,6 +21,7 @@ does it only when a client opens.
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
 import queue
 import threading
@@ -32,7 +33,9 @@ import trio
 
 from .. import errors
 from .._endpoints import split_endpoint
-from ._proto import rpc_pb2_grpc, v3election_pb2_grpc, v3lock_pb2_grpc
+from ._proto import rpc_pb2_grpc as _rpc_grpc
+from ._proto import v3election_pb2_grpc as _election_grpc
+from ._proto import v3lock_pb2_grpc as _lock_grpc
 from ._settings import EtcdSettings
 from ._wire import METHODS, Metadata, WireError
 
@@ -61,6 +64,11 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     # share (and so fail) together, as tests with several clients assume.
     ("grpc.use_local_subchannel_pool", 1),
 ]
+
+# protoc's stub modules are untyped.
+rpc_pb2_grpc: Any = _rpc_grpc
+v3election_pb2_grpc: Any = _election_grpc
+v3lock_pb2_grpc: Any = _lock_grpc
 
 #: Messages a stream reader hands to Trio before it waits for the reader.
 STREAM_BUFFER = 64
@@ -190,10 +198,9 @@ class GrpcWire:
 
         def done(_: object) -> None:
             # On grpcio's completion-queue thread (or at once, if already done).
-            try:
+            # (RunFinishedError: the run ended first; nobody waits any more.)
+            with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(trio.lowlevel.reschedule, task)
-            except trio.RunFinishedError:  # pragma: no cover - the run ended first
-                pass
 
         aborted = False
 

@@ -292,9 +292,7 @@ class Lease:
             callback(error)
 
     def _expired(self, ttl: int, endpoint: str | None) -> errors.LeaseExpired:
-        return errors.LeaseExpired(
-            f"etcd no longer knows it (TTL {ttl})", None, endpoint, self.id
-        )
+        return errors.LeaseExpired(f"etcd no longer knows it (TTL {ttl})", None, endpoint, self.id)
 
     async def keepalive_once(self) -> int:
         """Renew now; returns the TTL left. Raises LeaseExpired (and marks it lost)."""

@@ -54,7 +54,7 @@ class EtcdSettings:
         ca_cert: str | None = None,
         client_cert: str | None = None,
         client_key: str | None = None,
-        timeout: float = 5.0,  # noqa: ASYNC109 -- a setting, not an async function's argument
+        timeout: float = 5.0,
     ) -> None:
         if (username is None) != (password is None):
             raise errors.ConfigError("etcd auth needs both username= and password=")
@@ -85,4 +85,4 @@ class EtcdSettings:
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         fields.update(changes)
         endpoints = fields.pop("endpoints")
-        return EtcdSettings(endpoints, **fields)  # type: ignore[arg-type]
+        return EtcdSettings(endpoints, **fields)

@@ -327,7 +327,7 @@ class Transport:
         method: str,
         request: Any,
         *,
-        timeout: float | None | _Default = DEFAULT,  # noqa: ASYNC109 -- includes failover
+        timeout: float | _Default | None = DEFAULT,  # noqa: ASYNC109 -- includes failover
         idempotent: bool,
         require_leader: bool = True,
         _auth: bool = False,

@@ -191,6 +191,7 @@ class Watch(_Stream):
         stream, response = await self._transport.open_stream(
             self._nursery, "Watch.Watch", None, first=created
         )
+        assert response is not None
         self._stream, self._endpoint = stream, stream.endpoint
         self._probes = 0
         if self._wanted:  # asked for while the stream was down

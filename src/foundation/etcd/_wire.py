@@ -16,7 +16,16 @@ from typing import Any, Protocol
 
 import trio
 
-__all__ = ["BIDI", "METHODS", "SERVER_STREAM", "UNARY", "Metadata", "Wire", "WireError", "WireStream"]
+__all__ = [
+    "BIDI",
+    "METHODS",
+    "SERVER_STREAM",
+    "UNARY",
+    "Metadata",
+    "Wire",
+    "WireError",
+    "WireStream",
+]
 
 Metadata = Sequence[tuple[str, str]]
 
