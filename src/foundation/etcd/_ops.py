@@ -128,13 +128,16 @@ def put_request(
     ignore_lease: bool = False,
 ) -> Any:
     """An ``etcdserverpb.PutRequest``."""
-    return pb.rpc.PutRequest(
-        key=to_bytes(key),
-        value=to_bytes(value),
-        lease=lease,
-        prev_kv=prev_kv,
-        ignore_lease=ignore_lease,
-    )
+    if lease or prev_kv or ignore_lease:
+        return pb.rpc.PutRequest(
+            key=to_bytes(key),
+            value=to_bytes(value),
+            lease=lease,
+            prev_kv=prev_kv,
+            ignore_lease=ignore_lease,
+        )
+    # The common case, with no keyword left at its default (each costs protobuf a lookup).
+    return pb.rpc.PutRequest(key=to_bytes(key), value=to_bytes(value))
 
 
 def op_put(

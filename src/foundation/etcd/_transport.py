@@ -343,8 +343,10 @@ class Transport:
                 non-idempotent write is unknown.
             EtcdError: etcd refused the request (a subclass says why).
         """
+        # The hot path (one attempt that succeeds) reads the clock once.
         limit = self.timeout if timeout is DEFAULT else timeout
-        deadline = math.inf if limit is None else trio.current_time() + limit
+        now = trio.current_time()
+        deadline = math.inf if limit is None else now + limit
         reauthed = False
         failures = 0
         last_why = "no attempt made"
@@ -352,7 +354,7 @@ class Transport:
         while True:
             if self.closed:
                 raise errors.EtcdUnavailable("the etcd client is closed", None, last_endpoint)
-            remaining = deadline - trio.current_time()
+            remaining = deadline - now
             if remaining <= 0:
                 assert limit is not None
                 raise errors.EtcdUnavailable(
@@ -360,9 +362,16 @@ class Transport:
                     None,
                     last_endpoint,
                 )
-            index = self.pick()
+            index = self._current
+            if self._bad_until[index] > now:
+                index = self.pick()
             endpoint = last_endpoint = self.endpoints[index]
-            per = None if limit is None else self._attempt_deadline(remaining, idempotent)
+            if limit is None:
+                per = None
+            elif idempotent and self.attempt_timeout is not None:
+                per = min(self.attempt_timeout, remaining)
+            else:
+                per = remaining
             try:
                 response = await self.wire.unary(
                     endpoint,
@@ -378,6 +387,7 @@ class Transport:
                         raise map_wire_error(exc, endpoint) from exc
                     reauthed = True
                     await self.authenticate()
+                    now = trio.current_time()
                     continue
                 if outcome is Outcome.FAIL or (outcome is Outcome.UNKNOWN and not idempotent):
                     if outcome is Outcome.UNKNOWN:
@@ -393,8 +403,10 @@ class Transport:
                 self.failed(index, last_why)
                 failures += 1
                 await self._pause(failures, deadline)
+                now = trio.current_time()
                 continue
-            self.succeeded(index)
+            if self._strikes[index]:
+                self.succeeded(index)
             return response
 
     # -- streams ---------------------------------------------------------------------------
