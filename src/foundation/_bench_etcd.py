@@ -171,8 +171,9 @@ def format_etcd_table(result: dict[str, Any]) -> str:
 #   none may come near the client's timeout);
 # * txns of 100 puts: puts/s through sequential txns of 100 puts each.
 #
-# aetcd (grpc.aio on asyncio) runs in a subprocess of its own, so each
-# client has the process to itself while it runs.
+# Each round of each client runs in a fresh subprocess (aetcd's on asyncio,
+# ours on Trio), so both start from the same state and have the process to
+# themselves: neither pays for the other's imports, threads or garbage.
 
 _AETCD_SCRIPT = r"""
 import asyncio, json, sys, time
@@ -263,23 +264,39 @@ async def _ours_round(endpoints: Sequence[str], args: dict[str, Any]) -> dict[st
     return out
 
 
-async def _aetcd_round(endpoints: Sequence[str], args: dict[str, Any]) -> dict[str, Any]:
+_OURS_SCRIPT = r"""
+import json, sys
+
+import trio
+
+from foundation._bench_etcd import _ours_round
+
+args = json.loads(sys.argv[1])
+print(json.dumps(trio.run(_ours_round, args["endpoints"], args)))
+"""
+
+
+async def _in_subprocess(script: str, args: dict[str, Any]) -> dict[str, Any]:
     import json
     import sys
 
-    from ._endpoints import check_endpoints, split_endpoint
-
-    target, _tls = split_endpoint(check_endpoints(endpoints)[0])
     proc = await trio.run_process(
-        [sys.executable, "-c", _AETCD_SCRIPT, json.dumps({**args, "target": target})],
+        [sys.executable, "-c", script, json.dumps(args)],
         capture_stdout=True,
         capture_stderr=True,
         check=False,
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"the aetcd run failed: {proc.stderr.decode(errors='replace')[-2000:]}")
+        raise RuntimeError(f"a bench round failed: {proc.stderr.decode(errors='replace')[-2000:]}")
     result: dict[str, Any] = json.loads(proc.stdout.decode().strip().splitlines()[-1])
     return result
+
+
+async def _aetcd_round(endpoints: Sequence[str], args: dict[str, Any]) -> dict[str, Any]:
+    from ._endpoints import check_endpoints, split_endpoint
+
+    target, _tls = split_endpoint(check_endpoints(endpoints)[0])
+    return await _in_subprocess(_AETCD_SCRIPT, {**args, "target": target})
 
 
 def _summarise(rounds: list[dict[str, Any]], args: dict[str, Any]) -> dict[str, Any]:
@@ -335,7 +352,11 @@ async def run_peer(
     theirs: list[dict[str, Any]] = []
     for _ in range(rounds):
         prefix = f"bench/peer/{uuid.uuid4().hex}/"
-        ours.append(await _ours_round(endpoints, {**args, "prefix": prefix + "ours/"}))
+        ours.append(
+            await _in_subprocess(
+                _OURS_SCRIPT, {**args, "prefix": prefix + "ours/", "endpoints": list(endpoints)}
+            )
+        )
         theirs.append(await _aetcd_round(endpoints, {**args, "prefix": prefix + "aetcd/"}))
     mine, peer = _summarise(ours, args), _summarise(theirs, args)
     keys = ("serial_ops_per_s", "concurrent_puts_per_s", "txn_puts_per_s")
