@@ -280,6 +280,25 @@ async def test_lock_excludes_until_unlocked(etcd: EtcdClient, etcd_prefix: str) 
         await etcd.unlock(key_b)
 
 
+async def test_cancelling_a_blocked_lock_cancels_the_call_on_the_server(
+    etcd: EtcdClient, etcd_prefix: str
+) -> None:
+    name = etcd_prefix + "lock"
+    async with etcd.lease(10) as a, etcd.lease(10) as b:
+        held = await etcd.lock(name, a.id)
+        with trio.move_on_after(0.5) as scope:
+            await etcd.lock(name, b.id)  # blocks: a holds it
+        assert scope.cancelled_caught
+        # etcd's Lock service removes a waiter whose call was cancelled: only
+        # the holder's key is left once the server saw the cancellation.
+        with trio.fail_after(10):
+            while True:
+                keys = [kv.key for kv in (await etcd.range(name, prefix=True)).kvs]
+                if keys == [held]:
+                    break
+                await trio.sleep(0.05)
+
+
 async def test_a_dead_endpoint_first_fails_over(
     etcd_endpoints: list[str], etcd_prefix: str, unused_port: int
 ) -> None:

@@ -402,7 +402,7 @@ class EtcdClient:
 
     async def aclose(self) -> None:
         self._keepalives.close()
-        self._transport.aclose()
+        self._transport.close()
         await trio.lowlevel.checkpoint()
 
 
@@ -482,4 +482,4 @@ async def open_etcd_client(
         # The client's tasks never raise: an error here is the block's own.
         reraise_collapsed(group)
     finally:
-        transport.aclose()
+        transport.close()

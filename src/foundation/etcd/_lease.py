@@ -164,7 +164,7 @@ class KeepAliveStream:
                 waiting.append(waiter)
             sent = trio.current_time()
             stream.send(request)
-            per = transport._attempt_deadline(deadline - sent, True)
+            per = transport.attempt_deadline(deadline - sent, True)
             try:
                 with trio.move_on_after(per):
                     await waiter.done.wait()
@@ -194,7 +194,7 @@ class KeepAliveStream:
                 self._drop(stream)
             transport.endpoint_failed(stream.endpoint, last_why)
             failures += 1
-            await transport._pause(failures, deadline)
+            await transport.pause_after_failures(failures, deadline)
 
 
 class Lease:

@@ -214,7 +214,8 @@ class Transport:
     def current_endpoint(self) -> str:
         return self.endpoints[self._current]
 
-    def aclose(self) -> None:
+    def close(self) -> None:
+        """Refuse further calls and close the wire (idempotent)."""
         self.closed = True
         self.wire.close()
 
@@ -284,12 +285,13 @@ class Transport:
         if endpoint in self.endpoints:
             self.failed(self.endpoints.index(endpoint), why)
 
-    def _attempt_deadline(self, remaining: float, idempotent: bool) -> float:
+    def attempt_deadline(self, remaining: float, idempotent: bool) -> float:
+        """Seconds one attempt may take when ``remaining`` are left of the call."""
         if idempotent and self.attempt_timeout is not None:
             return min(self.attempt_timeout, remaining)
         return remaining
 
-    async def _pause(self, failures: int, deadline: float) -> None:
+    async def pause_after_failures(self, failures: int, deadline: float) -> None:
         """After every endpoint failed in a row: 50 ms doubling, at most 0.5 s."""
         rounds, rest = divmod(failures, len(self.endpoints))
         if rest == 0:
@@ -402,7 +404,7 @@ class Transport:
                 last_why = str(exc)
                 self.failed(index, last_why)
                 failures += 1
-                await self._pause(failures, deadline)
+                await self.pause_after_failures(failures, deadline)
                 now = trio.current_time()
                 continue
             if self._strikes[index]:
@@ -462,11 +464,11 @@ class Transport:
             if first is None:
                 return stream, None
             try:
-                with trio.fail_after(self._attempt_deadline(remaining, True)):
+                with trio.fail_after(self.attempt_deadline(remaining, True)):
                     result = await first(stream)
             except trio.TooSlowError:
                 stream.cancel()
-                last_why = f"no answer within {self._attempt_deadline(remaining, True):g} s"
+                last_why = f"no answer within {self.attempt_deadline(remaining, True):g} s"
                 self.failed(index, last_why)
             except WireError as exc:
                 stream.cancel()
@@ -486,4 +488,4 @@ class Transport:
                 self.succeeded(index)
                 return stream, result
             failures += 1
-            await self._pause(failures, deadline)
+            await self.pause_after_failures(failures, deadline)
