@@ -6,4 +6,6 @@ registers the same message names, which the default pool refuses twice.
 
 from google.protobuf import descriptor_pool
 
+__all__ = ["POOL"]
+
 POOL = descriptor_pool.DescriptorPool()
