@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 
+from ._endpoints import check_endpoints
 from .errors import ConfigError
 
 __all__ = ["BACKENDS", "LOCAL_BACKENDS", "backend_from_env", "etcd_endpoints_from_env"]
@@ -70,8 +71,6 @@ def etcd_endpoints_from_env() -> list[str] | None:
     if not raw.strip():
         return None
     # the etcd client's own check, so both accept exactly the same URLs
-    from ._endpoints import check_endpoints
-
     try:
         return check_endpoints(raw)
     except ConfigError as exc:

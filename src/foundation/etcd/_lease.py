@@ -39,12 +39,12 @@ from ._codec import pb
 from ._transport import Outcome, Transport, classify, map_wire_error
 from ._wire import WireError, WireStream
 
-__all__ = ["KeepAliveStream", "Lease", "LeaseClient", "open_lease"]
+__all__ = ["KeepAliveStream", "Lease", "LeaseCalls", "open_lease"]
 
 logger = logging.getLogger("foundation.etcd")
 
 
-class LeaseClient(Protocol):
+class LeaseCalls(Protocol):
     """What a :class:`Lease` needs from its client (so this module needs no client import)."""
 
     @property
@@ -201,7 +201,7 @@ class Lease:
     """A granted lease; made by :meth:`EtcdClient.lease` or :meth:`EtcdClient.lease_grant`."""
 
     def __init__(
-        self, client: LeaseClient, lease_id: int, ttl: int, *, sent_at: float | None = None
+        self, client: LeaseCalls, lease_id: int, ttl: int, *, sent_at: float | None = None
     ) -> None:
         now = trio.current_time()
         #: The lease ID (bind keys to it with ``lease=lease.id``).
@@ -343,7 +343,7 @@ class Lease:
 
 @asynccontextmanager
 async def open_lease(
-    client: LeaseClient, ttl: int, *, keepalive: bool = True
+    client: LeaseCalls, ttl: int, *, keepalive: bool = True
 ) -> AsyncIterator[Lease]:
     """Grant a lease, keep it alive while the block runs, revoke it after.
 
