@@ -436,6 +436,28 @@ def _atexit_cleanup() -> None:
 atexit.register(_atexit_cleanup)
 
 
+def _wait_stopped(pid: int, timeout: float) -> None:
+    """Wait until every thread of ``pid`` is in the stopped state (Linux ``/proc``)."""
+    tasks = f"/proc/{pid}/task"
+    if not os.path.isdir(tasks):
+        return  # not Linux: kill() is all we have
+    deadline = time.monotonic() + timeout
+    while True:
+        states = []
+        for tid in os.listdir(tasks):
+            try:
+                with open(f"{tasks}/{tid}/stat") as f:
+                    # "pid (comm) S ...": the state follows the last ')'
+                    states.append(f.read().rpartition(")")[2].split()[0])
+            except (OSError, IndexError):
+                continue  # a thread that just ended
+        if states and all(s in ("T", "t") for s in states):
+            return
+        if time.monotonic() > deadline:
+            raise EtcdHarnessError(f"process {pid} did not stop within {timeout} s: {states}")
+        time.sleep(0.001)
+
+
 def stop_process(proc: subprocess.Popen[Any], timeout: float = STOP_TIMEOUT) -> int:
     """SIGTERM ``proc``, wait up to ``timeout`` seconds, then SIGKILL; reap and close pipes.
 
@@ -742,11 +764,19 @@ class EtcdMember:
             self.resume()
             self._proc.terminate()
 
-    def pause(self) -> None:
-        """SIGSTOP: the process hangs with its sockets open (a stalled, not a dead, peer)."""
+    def pause(self, timeout: float = 5.0) -> None:
+        """SIGSTOP: the process hangs with its sockets open (a stalled, not a dead, peer).
+
+        Returns once every thread of the process is stopped. ``kill()`` returns
+        before that: the group stop begins only when one of etcd's threads is
+        next scheduled, and until then its other, running threads go on
+        serving. On a loaded machine a request sent right after ``kill()`` was
+        seen to be accepted and applied by the "paused" member.
+        """
         if self._proc is not None and self._proc.poll() is None:
             self._proc.send_signal(signal.SIGSTOP)
             self._paused = True
+            _wait_stopped(self._proc.pid, timeout)
 
     def resume(self) -> None:
         """SIGCONT after :meth:`pause`."""

@@ -22,6 +22,8 @@ def _all_modules() -> list[str]:
     for info in pkgutil.walk_packages(foundation.__path__, "foundation."):
         if info.name == "foundation.__main__":
             continue
+        if info.name.startswith("foundation.etcd._proto.") and "_pb2" in info.name:
+            continue  # protoc's output (tools/gen_protos.py): no __all__ by design
         names.append(info.name)
     return sorted(names)
 

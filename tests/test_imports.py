@@ -170,7 +170,7 @@ def test_import_does_not_pull_in_test_or_heavy_deps() -> None:
         """
         import sys
         import foundation
-        for mod in ("pytest", "hypothesis", "httpx", "numpy"):
+        for mod in ("pytest", "hypothesis", "httpx", "numpy", "grpc", "google.protobuf"):
             assert mod not in sys.modules, mod
         """
     )

@@ -38,7 +38,14 @@ from typing import Any
 
 import trio
 
-from foundation._cli._bench_etcd import _concurrent, _many, _percentile, _propagation, _serial
+from foundation._cli._bench_etcd import (
+    _concurrent,
+    _many,
+    _ours_round,
+    _percentile,
+    _propagation,
+    _serial,
+)
 from foundation.registry import open_registry
 
 #: Registrations per throughput measurement (a few thousand, kept quick).
@@ -304,3 +311,45 @@ class EtcdWatchPropagation(_OnEtcd):
         return _percentile(self._propagation_ms(), 0.99)
 
     track_propagation_p99_ms.unit = "ms"  # type: ignore[attr-defined]
+
+
+class EtcdRawClient(_OnEtcd):
+    """The raw client (``foundation.etcd``) without the registry on top.
+
+    The same workloads ``python -m foundation bench --etcd URL --peer`` runs
+    side by side with aetcd (which asv does not track): serial put+get,
+    ``REGISTRATIONS`` puts from ``TASKS`` tasks, txns of 100 puts.
+    """
+
+    def _round(self) -> dict[str, Any]:
+        args = {
+            "serial": SERIAL,
+            "puts": REGISTRATIONS,
+            "tasks": TASKS,
+            "txns": max(1, REGISTRATIONS // 100),
+            "txn_size": 100,
+            "timeout": 5.0,
+            "prefix": f"asv/{uuid.uuid4().hex}/",
+        }
+        result: dict[str, Any] = trio.run(_ours_round, self.endpoints, args)
+        result["args"] = args
+        return result
+
+    def track_serial_put_get_ops_per_s(self) -> float:
+        r = self._round()
+        return float(2 * r["args"]["serial"] / r["serial_s"])
+
+    track_serial_put_get_ops_per_s.unit = "ops/s"  # type: ignore[attr-defined]
+
+    def track_concurrent_puts_per_s(self) -> float:
+        r = self._round()
+        args = r["args"]
+        return float(args["puts"] // args["tasks"] * args["tasks"] / r["concurrent_s"])
+
+    track_concurrent_puts_per_s.unit = "puts/s"  # type: ignore[attr-defined]
+
+    def track_txn_puts_per_s(self) -> float:
+        r = self._round()
+        return float(r["args"]["txns"] * r["args"]["txn_size"] / r["txn_s"])
+
+    track_txn_puts_per_s.unit = "puts/s"  # type: ignore[attr-defined]

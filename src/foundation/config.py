@@ -13,7 +13,8 @@ variable and the values it takes.
 
 .. envvar:: FOUNDATION_ETCD_ENDPOINTS
 
-   Comma-separated etcd client URLs (``http://10.0.0.1:2379,http://10.0.0.2:2379``)
+   Comma-separated etcd endpoints (``http://10.0.0.1:2379,http://10.0.0.2:2379``;
+   ``host:port`` and ``https://host:port`` work too)
    used by ``open_registry(backend="etcd")``, ``open_etcd_coordinator()`` and
    the command line when no endpoints are passed.
 

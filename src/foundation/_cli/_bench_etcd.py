@@ -1,4 +1,4 @@
-"""The etcd measurements of ``python -m foundation bench --etcd URL``.
+"""The etcd measurements of ``python -m foundation bench --etcd URL`` (and ``--peer``).
 
 Two numbers, on one member over loopback:
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import trio
 
-__all__ = ["format_etcd_table", "run_etcd"]
+__all__ = ["format_etcd_table", "format_peer_table", "run_etcd", "run_peer"]
 
 
 def _rate(count: int, seconds: float) -> float:
@@ -158,3 +158,255 @@ def format_etcd_table(result: dict[str, Any]) -> str:
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "etcd backend, one member: " + ", ".join(result["endpoints"]) + "\n" + "\n".join(lines)
+
+
+# -- the raw client side by side with aetcd (``bench --etcd URL --peer``) ------------------
+#
+# Three workloads on both clients, against the same member, in alternating
+# rounds (ours, aetcd, ours, aetcd, ...; medians reported):
+#
+# * serial put+get: one put then one get of the same key, one at a time
+#   (ops/s counts each call);
+# * 5,000 puts from 128 tasks: puts/s, and each call's latency (p99, max:
+#   none may come near the client's timeout);
+# * txns of 100 puts: puts/s through sequential txns of 100 puts each.
+#
+# Each round of each client runs in a fresh subprocess (aetcd's on asyncio,
+# ours on Trio), so both start from the same state and have the process to
+# themselves: neither pays for the other's imports, threads or garbage.
+
+_AETCD_SCRIPT = r"""
+import asyncio, json, sys, time
+
+import aetcd
+
+
+async def main(args):
+    host, port = args["target"].rsplit(":", 1)
+    prefix = args["prefix"].encode()
+    client = aetcd.Client(host=host, port=int(port), timeout=args["timeout"])
+    out = {}
+    try:
+        await client.put(prefix + b"warm", b"0")
+        start = time.perf_counter()
+        for i in range(args["serial"]):
+            key = prefix + b"s%d" % i
+            await client.put(key, b"v")
+            await client.get(key)
+        out["serial_s"] = time.perf_counter() - start
+        latencies = []
+        per_task = args["puts"] // args["tasks"]
+
+        async def worker(t):
+            for i in range(per_task):
+                began = time.perf_counter()
+                await client.put(prefix + b"c%d.%d" % (t, i), b"v")
+                latencies.append(time.perf_counter() - began)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(t) for t in range(args["tasks"])))
+        out["concurrent_s"] = time.perf_counter() - start
+        out["latencies"] = latencies
+        ops = client.transactions
+        start = time.perf_counter()
+        for t in range(args["txns"]):
+            await client.transaction(
+                compare=[],
+                success=[
+                    ops.put(prefix + b"t%d.%d" % (t, i), b"v") for i in range(args["txn_size"])
+                ],
+                failure=[],
+            )
+        out["txn_s"] = time.perf_counter() - start
+        await client.delete_prefix(prefix)
+    finally:
+        await client.close()
+    print(json.dumps(out))
+
+
+asyncio.run(main(json.loads(sys.argv[1])))
+"""
+
+
+async def _ours_round(endpoints: Sequence[str], args: dict[str, Any]) -> dict[str, Any]:
+    from .etcd import op_put, open_etcd_client
+
+    prefix = args["prefix"]
+    out: dict[str, Any] = {}
+    async with open_etcd_client(endpoints, timeout=args["timeout"]) as etcd:
+        await etcd.put(prefix + "warm", "0")
+        start = time.perf_counter()
+        for i in range(args["serial"]):
+            key = f"{prefix}s{i}"
+            await etcd.put(key, "v")
+            await etcd.get(key)
+        out["serial_s"] = time.perf_counter() - start
+        latencies: list[float] = []
+        per_task = args["puts"] // args["tasks"]
+
+        async def worker(t: int) -> None:
+            for i in range(per_task):
+                began = time.perf_counter()
+                await etcd.put(f"{prefix}c{t}.{i}", "v")
+                latencies.append(time.perf_counter() - began)
+
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for t in range(args["tasks"]):
+                nursery.start_soon(worker, t)
+        out["concurrent_s"] = time.perf_counter() - start
+        out["latencies"] = latencies
+        start = time.perf_counter()
+        for t in range(args["txns"]):
+            await etcd.txn([], [op_put(f"{prefix}t{t}.{i}", "v") for i in range(args["txn_size"])])
+        out["txn_s"] = time.perf_counter() - start
+        await etcd.delete(prefix, prefix=True)
+    return out
+
+
+_OURS_SCRIPT = r"""
+import json, sys
+
+import trio
+
+from foundation._bench_etcd import _ours_round
+
+args = json.loads(sys.argv[1])
+print(json.dumps(trio.run(_ours_round, args["endpoints"], args)))
+"""
+
+
+async def _in_subprocess(script: str, args: dict[str, Any]) -> dict[str, Any]:
+    import json
+    import sys
+
+    proc = await trio.run_process(
+        [sys.executable, "-c", script, json.dumps(args)],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"a bench round failed: {proc.stderr.decode(errors='replace')[-2000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    return result
+
+
+async def _aetcd_round(endpoints: Sequence[str], args: dict[str, Any]) -> dict[str, Any]:
+    from ._endpoints import check_endpoints, split_endpoint
+
+    target, _tls = split_endpoint(check_endpoints(endpoints)[0])
+    return await _in_subprocess(_AETCD_SCRIPT, {**args, "target": target})
+
+
+def _summarise(rounds: list[dict[str, Any]], args: dict[str, Any]) -> dict[str, Any]:
+    serial_ops = 2 * args["serial"]
+    puts = (args["puts"] // args["tasks"]) * args["tasks"]
+    txn_puts = args["txns"] * args["txn_size"]
+    lat = [max(r["latencies"]) for r in rounds]
+    p99 = [_percentile(r["latencies"], 0.99) for r in rounds]
+    return {
+        "serial_ops_per_s": statistics.median(_rate(serial_ops, r["serial_s"]) for r in rounds),
+        "concurrent_puts_per_s": statistics.median(_rate(puts, r["concurrent_s"]) for r in rounds),
+        "concurrent_p99_ms": statistics.median(p99) * 1e3,
+        "concurrent_max_ms": max(lat) * 1e3,
+        "txn_puts_per_s": statistics.median(_rate(txn_puts, r["txn_s"]) for r in rounds),
+        "rounds": [
+            {
+                "serial_ops_per_s": _rate(serial_ops, r["serial_s"]),
+                "concurrent_puts_per_s": _rate(puts, r["concurrent_s"]),
+                "txn_puts_per_s": _rate(txn_puts, r["txn_s"]),
+            }
+            for r in rounds
+        ],
+    }
+
+
+async def run_peer(
+    endpoints: Sequence[str],
+    *,
+    serial: int = 500,
+    puts: int = 5000,
+    tasks: int = 128,
+    txns: int = 50,
+    txn_size: int = 100,
+    rounds: int = 3,
+    timeout: float = 5.0,  # noqa: ASYNC109 -- the clients' per-call timeout
+) -> dict[str, Any]:
+    """Our raw etcd client and aetcd on the same workloads, alternating rounds.
+
+    Returns a JSON-able dict: ``ours`` and ``aetcd`` (medians over the
+    rounds: ``serial_ops_per_s``, ``concurrent_puts_per_s``,
+    ``concurrent_p99_ms``, ``concurrent_max_ms``, ``txn_puts_per_s``), the
+    ``ratio`` of ours to aetcd's for each throughput, and the parameters.
+    """
+    args: dict[str, Any] = {
+        "serial": serial,
+        "puts": puts,
+        "tasks": tasks,
+        "txns": txns,
+        "txn_size": txn_size,
+        "timeout": timeout,
+    }
+    ours: list[dict[str, Any]] = []
+    theirs: list[dict[str, Any]] = []
+    for _ in range(rounds):
+        prefix = f"bench/peer/{uuid.uuid4().hex}/"
+        ours.append(
+            await _in_subprocess(
+                _OURS_SCRIPT, {**args, "prefix": prefix + "ours/", "endpoints": list(endpoints)}
+            )
+        )
+        theirs.append(await _aetcd_round(endpoints, {**args, "prefix": prefix + "aetcd/"}))
+    mine, peer = _summarise(ours, args), _summarise(theirs, args)
+    keys = ("serial_ops_per_s", "concurrent_puts_per_s", "txn_puts_per_s")
+    return {
+        "endpoints": list(endpoints),
+        **args,
+        "rounds": rounds,
+        "ours": mine,
+        "aetcd": peer,
+        "ratio": {k: mine[k] / peer[k] for k in keys},
+    }
+
+
+def format_peer_table(result: dict[str, Any]) -> str:
+    """The side-by-side results as a text table (target: ratio >= 0.8 on each row)."""
+    ours, peer, ratio = result["ours"], result["aetcd"], result["ratio"]
+    rows = [
+        ("workload", "foundation.etcd", "aetcd", "ratio"),
+        (
+            f"serial put+get ({result['serial']} pairs), ops/s",
+            f"{ours['serial_ops_per_s']:,.0f}",
+            f"{peer['serial_ops_per_s']:,.0f}",
+            f"{ratio['serial_ops_per_s']:.2f}",
+        ),
+        (
+            f"{result['puts']:,} puts from {result['tasks']} tasks, puts/s",
+            f"{ours['concurrent_puts_per_s']:,.0f}",
+            f"{peer['concurrent_puts_per_s']:,.0f}",
+            f"{ratio['concurrent_puts_per_s']:.2f}",
+        ),
+        (
+            "  per put: p99 / max ms",
+            f"{ours['concurrent_p99_ms']:.1f} / {ours['concurrent_max_ms']:.1f}",
+            f"{peer['concurrent_p99_ms']:.1f} / {peer['concurrent_max_ms']:.1f}",
+            f"timeout {result['timeout'] * 1e3:,.0f} ms",
+        ),
+        (
+            f"txns of {result['txn_size']} puts ({result['txns']} txns), puts/s",
+            f"{ours['txn_puts_per_s']:,.0f}",
+            f"{peer['txn_puts_per_s']:,.0f}",
+            f"{ratio['txn_puts_per_s']:.2f}",
+        ),
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    head = (
+        f"etcd clients side by side, {', '.join(result['endpoints'])}; medians of"
+        f" {result['rounds']} alternating rounds (target: ratio >= 0.8)"
+    )
+    return head + "\n" + "\n".join(lines)

@@ -1,4 +1,4 @@
-"""A Trio-native etcd v3 client over etcd's JSON gateway (``httpx``).
+"""A Trio-native etcd v3 client over gRPC (``grpcio``, the ``etcd`` extra).
 
 etcd is the distributed engine under the etcd registry backend and the etcd
 coordinator: Raft consensus, leases, transactions, watches, and its own
@@ -7,7 +7,7 @@ supervision or coordination; it works against etcd 3.4 and 3.5.
 
 ::
 
-    async with open_etcd_client(["http://127.0.0.1:2379"]) as etcd:
+    async with open_etcd_client(["127.0.0.1:2379"]) as etcd:
         await etcd.put("config/x", "1")
         async with etcd.lease(10) as lease:          # kept alive at TTL/3
             ok = await etcd.txn(
@@ -17,10 +17,15 @@ supervision or coordination; it works against etcd 3.4 and 3.5.
         async with etcd.watch("svc/", prefix=True, start_revision=rev) as events:
             async for response in events: ...
 
-Failover: calls move to the next endpoint on connection errors or when a
-member cannot serve (no leader). Errors are :class:`~foundation.errors.EtcdError`
-subclasses: ``EtcdUnavailable``, ``EtcdAuthError``, ``EtcdPermissionDenied``,
+Failover: calls move to the next endpoint when a member cannot serve (down,
+no leader) or stalls (each attempt has its own deadline inside the call's).
+Errors are :class:`~foundation.errors.EtcdError` subclasses:
+``EtcdUnavailable``, ``EtcdAuthError``, ``EtcdPermissionDenied``,
 ``EtcdRequestError``, ``LeaseExpired``, ``CompactedRevision``.
+
+This package imports ``grpc`` and ``protobuf`` only when a client opens (or a
+txn builder is first used): without the ``etcd`` extra, that raises
+:class:`~foundation.errors.ConfigError` naming it.
 """
 
 from .._util import fixup_module_metadata
@@ -54,6 +59,7 @@ from ._ops import op_delete as op_delete
 from ._ops import op_put as op_put
 from ._ops import op_range as op_range
 from ._ops import op_txn as op_txn
+from ._settings import EtcdSettings as EtcdSettings
 from ._watch import Observe as Observe
 from ._watch import Watch as Watch
 from ._watch import WatchEvent as WatchEvent
@@ -68,6 +74,7 @@ __all__ = [
     "EtcdError",
     "EtcdPermissionDenied",
     "EtcdRequestError",
+    "EtcdSettings",
     "EtcdUnavailable",
     "KeyValue",
     "LeaderKey",

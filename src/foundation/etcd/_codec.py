@@ -1,32 +1,68 @@
-"""The JSON gateway's encoding: base64 bytes, int64 as strings, omitted defaults.
+"""etcd's records as typed Python values, and the lazily imported protobuf modules.
 
-etcd's gRPC-JSON gateway (grpc-gateway v1 in etcd 3.4/3.5) sends ``bytes``
-fields as standard base64, 64-bit integers as JSON strings (lease IDs exceed
-2**53) and leaves out every field at its default value, so an absent ``kvs``
-means no keys and an absent ``TTL`` means zero. Everything here turns those
-shapes into typed Python values and back, in one place.
+The generated modules (``_proto/*_pb2.py``) need ``protobuf``, which only the
+``etcd`` extra installs; :data:`pb` imports them on first use, so
+``import foundation`` works without it, and using etcd without it raises a
+:class:`~foundation.errors.ConfigError` that names the extra.
 """
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from .. import errors
+
+if TYPE_CHECKING:
+    from ._proto import kv_pb2, rpc_pb2
 
 __all__ = [
+    "EXTRA_HINT",
     "KeyValue",
     "ResponseHeader",
-    "b64",
-    "from_b64",
-    "int_field",
-    "parse_header",
-    "parse_kv",
+    "header_of",
+    "kv_of",
+    "load_protos",
+    "pb",
     "prefix_end",
     "to_bytes",
 ]
 
-Json = Mapping[str, Any]
+EXTRA_HINT = "pip install 'trio-foundation[etcd]'"
+
+
+def load_protos() -> dict[str, ModuleType]:
+    """Import the generated modules (and grpc); ConfigError naming the extra if missing."""
+    try:
+        import grpc  # noqa: F401 -- checked here, used by the wire
+
+        from ._proto import kv_pb2, rpc_pb2, v3election_pb2, v3lock_pb2
+    except ImportError as exc:
+        raise errors.ConfigError(
+            f"the etcd client needs grpcio and protobuf ({exc}); {EXTRA_HINT}"
+        ) from exc
+    return {"kv": kv_pb2, "rpc": rpc_pb2, "election": v3election_pb2, "lock": v3lock_pb2}
+
+
+class _Protos:
+    """``pb.rpc.PutRequest``...: the generated modules, imported on first attribute access."""
+
+    rpc: Any
+    kv: Any
+    election: Any
+    lock: Any
+
+    def __getattr__(self, name: str) -> Any:
+        modules = load_protos()
+        if name not in modules:
+            raise AttributeError(name)
+        self.__dict__.update(modules)  # later lookups are plain attribute reads
+        return modules[name]
+
+
+#: The generated protobuf modules, loaded lazily (see :class:`_Protos`).
+pb = _Protos()
 
 
 def to_bytes(key: str | bytes) -> bytes:
@@ -36,26 +72,6 @@ def to_bytes(key: str | bytes) -> bytes:
     if isinstance(key, str):
         return key.encode("utf-8")
     raise TypeError(f"etcd keys and values are str or bytes, not {type(key).__name__}")
-
-
-def b64(data: str | bytes) -> str:
-    """Standard padded base64, as the gateway wants ``bytes`` fields."""
-    return base64.b64encode(to_bytes(data)).decode("ascii")
-
-
-def from_b64(text: str | None) -> bytes:
-    """Decode a gateway ``bytes`` field (absent means empty)."""
-    if not text:
-        return b""
-    return base64.b64decode(text)
-
-
-def int_field(obj: Json, name: str) -> int:
-    """An int64 field: a JSON string (or number); absent means 0."""
-    value = obj.get(name)
-    if value is None:
-        return 0
-    return int(value)
 
 
 def prefix_end(prefix: str | bytes) -> bytes:
@@ -95,22 +111,9 @@ class KeyValue:
     lease: int
 
 
-def parse_header(obj: Json | None) -> ResponseHeader:
-    h = obj or {}
-    return ResponseHeader(
-        revision=int_field(h, "revision"),
-        raft_term=int_field(h, "raft_term"),
-        member_id=int_field(h, "member_id"),
-        cluster_id=int_field(h, "cluster_id"),
-    )
+def header_of(h: rpc_pb2.ResponseHeader) -> ResponseHeader:
+    return ResponseHeader(h.revision, h.raft_term, h.member_id, h.cluster_id)
 
 
-def parse_kv(obj: Json) -> KeyValue:
-    return KeyValue(
-        key=from_b64(obj.get("key")),
-        value=from_b64(obj.get("value")),
-        create_revision=int_field(obj, "create_revision"),
-        mod_revision=int_field(obj, "mod_revision"),
-        version=int_field(obj, "version"),
-        lease=int_field(obj, "lease"),
-    )
+def kv_of(kv: kv_pb2.KeyValue) -> KeyValue:
+    return KeyValue(kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease)

@@ -43,7 +43,6 @@ import heapq
 import itertools
 import logging
 import uuid
-from base64 import b64encode
 from collections import deque
 from collections.abc import (
     AsyncIterator,
@@ -139,7 +138,6 @@ class _Pending:
         "call",
         "entry",
         "key",
-        "key64",
         "raw",
         "result",
         "seen",
@@ -149,7 +147,6 @@ class _Pending:
 
     def __init__(self, key: bytes, raw: bytes, entry: Decoded) -> None:
         self.key = key
-        self.key64 = b64encode(key).decode("ascii")
         #: What a successful write stores: the raw etcd value and its decoded entry.
         self.raw = raw
         self.entry = entry
@@ -172,7 +169,7 @@ def _answered(item: _Pending) -> None:
 
 
 def _range_op(item: _Pending) -> Op:
-    return Op({"request_range": {"key": item.key64}})
+    return op_range(item.key)
 
 
 def _registration(entry: Decoded) -> Registration:
@@ -850,40 +847,15 @@ class EtcdBackend:
                 return
             rounds += 1
             lease = await self._live_lease()
-            lease64 = str(lease.id)
             compares: list[Compare] = []
             success: list[Op] = []
             for item in pending:
-                key64 = item.key64
                 if item.updating:
-                    compares.append(
-                        Compare(
-                            {
-                                "key": key64,
-                                "result": "EQUAL",
-                                "target": "MOD",
-                                "mod_revision": str(item.seen),
-                            }
-                        )
-                    )
-                    put = {
-                        "key": key64,
-                        "value": b64encode(item.raw).decode(),
-                        "ignore_lease": True,
-                    }
+                    compares.append(compare_mod(item.key, "==", item.seen))
+                    success.append(op_put(item.key, item.raw, ignore_lease=True))
                 else:
-                    compares.append(
-                        Compare(
-                            {
-                                "key": key64,
-                                "result": "EQUAL",
-                                "target": "CREATE",
-                                "create_revision": "0",
-                            }
-                        )
-                    )
-                    put = {"key": key64, "value": b64encode(item.raw).decode(), "lease": lease64}
-                success.append(Op({"request_put": put}))
+                    compares.append(compare_create(item.key, "==", 0))
+                    success.append(op_put(item.key, item.raw, lease=lease.id))
             # Only a batch that lost a race before asks for the holders in the
             # same txn; a first failure reads them with one more request.
             ranges = [_range_op(item) for item in pending] if rounds > 1 else []
