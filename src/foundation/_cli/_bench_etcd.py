@@ -229,7 +229,7 @@ asyncio.run(main(json.loads(sys.argv[1])))
 
 
 async def _ours_round(endpoints: Sequence[str], args: dict[str, Any]) -> dict[str, Any]:
-    from .etcd import op_put, open_etcd_client
+    from ..etcd import op_put, open_etcd_client
 
     prefix = args["prefix"]
     out: dict[str, Any] = {}
@@ -293,7 +293,7 @@ async def _in_subprocess(script: str, args: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _aetcd_round(endpoints: Sequence[str], args: dict[str, Any]) -> dict[str, Any]:
-    from ._endpoints import check_endpoints, split_endpoint
+    from .._endpoints import check_endpoints, split_endpoint
 
     target, _tls = split_endpoint(check_endpoints(endpoints)[0])
     return await _in_subprocess(_AETCD_SCRIPT, {**args, "target": target})
