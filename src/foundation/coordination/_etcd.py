@@ -4,13 +4,21 @@ Locks and elections use etcd's own Lock and Election services under the
 names ``prefix + name`` (so with ``prefix=""`` they work together with
 ``etcdctl lock`` and ``etcdctl elect``), with one lease per acquisition or
 campaign, raced against that lease (see :mod:`._etcd_lock` and
-:mod:`._etcd_election`). Barriers, agreement, consensus and counters are
-recipes on keys under ``prefix + "barrier/"``, ``"agree/"``,
-``"consensus/"`` and ``"counter/"`` (:mod:`._etcd_barrier`,
-:mod:`._etcd_consensus`); lock and election names share the prefix with
-those four subtrees, so do not name a lock or election after them.
+:mod:`._etcd_election`). Semaphores and read/write locks queue one key per
+request, each on a lease of its own, under ``prefix + "semaphore/"`` and
+``"rwlock/"`` (:mod:`._etcd_queue`, :mod:`._etcd_semaphore`,
+:mod:`._etcd_rwlock`); etcd has no such services, so no other client takes
+part in them. Memberships are a key per member under ``"membership/"``
+(:mod:`._etcd_membership`). Barriers, agreement, consensus and counters are
+recipes on keys under ``"barrier/"``, ``"agree/"``, ``"consensus/"`` and
+``"counter/"`` (:mod:`._etcd_barrier`, :mod:`._etcd_consensus`). Lock and
+election names share the prefix with those seven subtrees, so do not name a
+lock or election after them.
 
-Every background task (lease keepalives, key guards) runs under the
+A call that fails because no member answered raises
+:class:`~foundation.errors.NodeUnreachable` (:mod:`._etcd_reach`).
+
+Every background task (lease keepalives, key guards, membership watches) runs under the
 coordinator's :class:`~foundation.supervision.TaskSupervisor`; a task that
 fails is logged and recorded there (``coord.tasks.failures()``), and a lost
 lease reaches the holder of the lock or leadership it served as
@@ -74,7 +82,7 @@ __all__ = ["EtcdCoordinator", "open_etcd_coordinator"]
 
 
 class EtcdCoordinator:
-    """Coordination on etcd: locks, elections, barriers, agreement, consensus, counters.
+    """Coordination on etcd: locks, semaphores, read/write locks, memberships, elections...
 
     Implements :class:`~foundation.coordination.Coordinator`. Open it with
     :func:`open_etcd_coordinator`; do not instantiate directly.

@@ -16,8 +16,13 @@ membership's lease is lost (etcd out of reach for longer than the TTL, or
 its key deleted by someone else), the member has left the group in
 everyone's eyes: the task logs it, emits
 ``foundation.coordination.membership.lost`` and joins again with a new
-lease as soon as it can; the block is not interrupted. Leaving the block
-stops the task and revokes the lease, which deletes the key.
+lease as soon as it can; the block is not interrupted. While etcd is out
+of reach the task keeps retrying (logged); any other failure (permission
+denied...) ends it: the task supervisor logs and records the error, and the
+membership's ``watch()`` iterators raise it (as
+:class:`~foundation.errors.NodeUnreachable` if it was the cluster being out
+of reach). Leaving the block stops the task and revokes the lease, which
+deletes the key.
 
 Keys deeper under the group's directory (members of a group ``G/...``) are
 not members of G and are ignored; a member key whose value is not JSON

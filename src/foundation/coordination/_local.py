@@ -12,8 +12,10 @@ the waiter withdraws itself before the exception leaves, so no stale
 holder, candidate or arrival is left behind.
 
 One module per primitive, as on the etcd side: :mod:`._local_lock`,
-:mod:`._local_election`, :mod:`._local_barrier`, :mod:`._local_consensus`
-(agreement, consensus, counters). This module holds the coordinator, which
+:mod:`._local_semaphore` and :mod:`._local_rwlock` (on the FIFO queue of
+:mod:`._local_queue`), :mod:`._local_membership`, :mod:`._local_election`,
+:mod:`._local_barrier`, :mod:`._local_consensus` (agreement, consensus,
+counters). This module holds the coordinator, which
 checks arguments (:mod:`._checks`) and hands each primitive only its own
 state (the lock table, the elections by group...); a hold subclasses
 :class:`~._held.HeldLockRecord`, shared with the etcd side.
