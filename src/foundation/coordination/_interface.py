@@ -58,7 +58,9 @@ class Lock(Protocol):
     ``async with lock as held`` acquires on entry and releases on exit;
     ``await lock.acquire()`` / ``await lock.release()`` do the same by hand,
     in one task: a release from a task that does not hold the lock raises
-    ``LockNotHeld`` (it is never a silent no-op).
+    ``LockNotHeld`` (it is never a silent no-op). Acquiring checkpoints;
+    releasing never raises ``Cancelled``: locally it is synchronous and no
+    checkpoint (as :meth:`trio.Lock.release`), on etcd a shielded round trip.
     """
 
     @property

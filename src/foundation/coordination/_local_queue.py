@@ -74,14 +74,14 @@ class LocalHold(HeldLockRecord):
     async def release(self) -> None:
         """Release now; leaving its ``async with`` block then does nothing.
 
-        Releases, then checkpoints (shielded: a finished release never
-        reports ``Cancelled``).
+        Like :meth:`trio.Semaphore.release`, this does not checkpoint: it
+        never blocks, never raises ``Cancelled``, and the waiters it admits
+        hold when it returns (as a local lock's release).
 
         Raises:
             LockNotHeld: called from another task than the holder, or again.
         """
         self._table.release(self, trio.lowlevel.current_task())
-        await _cancel_shielded_checkpoint()
 
 
 class _Waiter:
@@ -320,7 +320,7 @@ class LocalQueueHandle:
         return hold
 
     async def release(self) -> None:
-        """Release the calling task's hold taken through this handle (shielded checkpoint).
+        """Release the calling task's hold taken through this handle (no checkpoint).
 
         Raises:
             LockNotHeld: the calling task holds nothing through this handle,
