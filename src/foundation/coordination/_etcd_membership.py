@@ -317,6 +317,6 @@ async def membership(
         view.bump()
         _emit(
             "foundation.coordination.membership.leave",
-            {},
+            {"members": len(view)},
             {"group": group, "member": member},
         )

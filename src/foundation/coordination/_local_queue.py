@@ -132,12 +132,13 @@ class LocalQueues:
         """Names held or waited for."""
         return len(self._queues)
 
-    def _event(self, event: str, measurements: dict[str, float], name: str, **meta: Any) -> None:
-        _emit(
-            f"foundation.coordination.{self.primitive}.{event}",
-            measurements,
-            {self.primitive: name, **meta},
-        )
+    def _event(
+        self, event: str, measurements: dict[str, float], name: str, holder: str, mode: Mode
+    ) -> None:
+        meta: dict[str, Any] = {self.primitive: name, "holder": holder}
+        if mode != "slot":
+            meta["mode"] = mode  # a read/write lock's holds say which they are
+        _emit(f"foundation.coordination.{self.primitive}.{event}", measurements, meta)
 
     async def acquire(
         self, name: str, mode: Mode, holder: str | None, patience: float | None, limit: int = 0
