@@ -198,6 +198,9 @@ class _Member:
             with self.scope:
                 while True:
                     await self._follow_until_lost()
+                    # Lost because the coordinator is closing (or the block
+                    # left): nothing to report, nothing to join again.
+                    await trio.lowlevel.checkpoint_if_cancelled()
                     session = self.session
                     assert session is not None
                     logger.warning(
