@@ -112,5 +112,6 @@ def main() -> None:
         )
     print(f"  local-handle / trio-cm: {medians['local-handle'] / medians['trio-cm']:.2f}x time")
 
+
 if __name__ == "__main__":
     main()
