@@ -22,9 +22,15 @@ ROUNDS = 200
 
 
 class LockUncontended:
-    """``async with coord.lock(name)``: acquire and release, nobody else waiting."""
+    """An acquire/release cycle, nobody else waiting.
 
-    params = (["local", "trio"],)
+    ``local`` is ``async with coord.lock(name)``, ``local-handle`` is
+    ``await lock.acquire(); await lock.release()`` on one handle; ``trio``
+    and ``trio-handle`` are the same two shapes on a ``trio.Lock`` (whose
+    ``release()`` is sync).
+    """
+
+    params = (["local", "local-handle", "trio", "trio-handle"],)
     param_names = ("impl",)
 
     def time_acquire_release(self, impl: str) -> None:
@@ -37,13 +43,34 @@ class LockUncontended:
             if token != OPS:
                 raise AssertionError(f"fencing token {token} after {OPS} cycles")
 
+        async def local_handle() -> None:
+            lock = LocalCoordinator().lock("bench")
+            token = 0
+            for _ in range(OPS):
+                token = (await lock.acquire()).fencing_token
+                await lock.release()
+            if token != OPS:
+                raise AssertionError(f"fencing token {token} after {OPS} cycles")
+
         async def floor() -> None:
             lock = trio.Lock()
             for _ in range(OPS):
                 async with lock:
                     pass
 
-        trio.run(local if impl == "local" else floor)
+        async def floor_handle() -> None:
+            lock = trio.Lock()
+            for _ in range(OPS):
+                await lock.acquire()
+                lock.release()
+
+        fns = {
+            "local": local,
+            "local-handle": local_handle,
+            "trio": floor,
+            "trio-handle": floor_handle,
+        }
+        trio.run(fns[impl])
 
 
 class LockContended:

@@ -33,9 +33,10 @@ catches ``LookupError`` or ``TypeError`` keeps working::
     │   ├── ConsensusTimeout           (+ TimeoutError)
     │   ├── DuplicateVote              (+ ValueError)
     │   ├── UnknownParticipant         (+ LookupError)
-    │   └── NodeUnreachable            (+ ConnectionError)
+    │   └── NodeUnreachable            (also an EtcdUnavailable, below)
     ├── EtcdError
     │   ├── EtcdUnavailable            (+ ConnectionError)
+    │   │   └── NodeUnreachable        (also a CoordinationError, above)
     │   ├── EtcdAuthError              (+ PermissionError)
     │   ├── EtcdPermissionDenied       (+ PermissionError)
     │   ├── EtcdRequestError           (+ ValueError)
@@ -444,75 +445,95 @@ class CoordinationError(FoundationError):
 
 
 class LockTimeout(CoordinationError, TimeoutError):
-    """``coord.lock(name, timeout=t)`` was not granted within ``t`` seconds.
+    """A lock, semaphore slot or read/write hold was not granted within its timeout.
 
-    Raised by entering the ``async with``; the waiter has left the queue, so
-    nothing is held and no later holder is delayed by it.
+    Raised by entering the ``async with`` of ``coord.lock(name, timeout=t)``,
+    ``coord.semaphore(name, limit, timeout=t)`` or ``rw.read(timeout=t)`` /
+    ``rw.write(timeout=t)``; the waiter has left the queue, so nothing is
+    held and no later holder is delayed by it.
     """
 
-    #: The lock's name.
+    #: The lock's (semaphore's, read/write lock's) name.
     name: str
     #: The timeout, in seconds.
     timeout: float
+    #: What timed out: ``"lock"``, ``"semaphore"``, ``"read lock"`` or ``"write lock"``.
+    kind: str
 
-    def __init__(self, name: str, timeout: float) -> None:
-        super().__init__(name, timeout)
+    def __init__(self, name: str, timeout: float, kind: str = "lock") -> None:
+        super().__init__(name, timeout, kind)
+        self.args = (name, timeout, kind)  # OSError keeps 2
         self.name = name
         self.timeout = timeout
+        self.kind = kind
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # TimeoutError is an OSError, whose constructor keeps only the first two
+        # of more than two arguments in ``args``; rebuild from the fields.
+        return (type(self), (self.name, self.timeout, self.kind))
 
     def __str__(self) -> str:
+        status = " see coord.lock_status() for the holder, or" if self.kind == "lock" else ""
         return (
-            f"lock {self.name!r} was not acquired within {self.timeout:g} s; see"
-            " coord.lock_status() for the holder, or raise the timeout"
+            f"{self.kind} {self.name!r} was not acquired within {self.timeout:g} s;{status}"
+            " raise the timeout"
         )
 
 
 class LockNotHeld(CoordinationError, RuntimeError):
-    """A lock was released by someone who does not hold it.
+    """A lock (semaphore slot, read/write hold) was released by someone who does not hold it.
 
     Raised by ``held.release()`` called from another task than the one that
-    acquired the lock, or after the lock was already released. Unlike
-    :class:`LockLost`, the lock is untouched: the real holder still has it.
+    acquired it, or after it was already released. Unlike :class:`LockLost`,
+    the lock is untouched: the real holder still has it.
     """
 
-    #: The lock's name.
+    #: The lock's (semaphore's, read/write lock's) name.
     name: str
     #: Why the release was refused.
     reason: str
+    #: What was released: ``"lock"``, ``"semaphore"``, ``"read lock"`` or ``"write lock"``.
+    kind: str
 
-    def __init__(self, name: str, reason: str) -> None:
-        super().__init__(name, reason)
+    def __init__(self, name: str, reason: str, kind: str = "lock") -> None:
+        super().__init__(name, reason, kind)
         self.name = name
         self.reason = reason
+        self.kind = kind
 
     def __str__(self) -> str:
         return (
-            f"cannot release lock {self.name!r}: {self.reason}; only the task that"
-            " acquired a lock releases it (leave its 'async with' block)"
+            f"cannot release {self.kind} {self.name!r}: {self.reason}; only the task that"
+            f" acquired a {self.kind} releases it (leave its 'async with' block)"
         )
 
 
 class LockLost(CoordinationError):
-    """The lock was taken away while held (on etcd: its lease expired).
+    """The lock (semaphore slot, read/write hold) was taken away while held.
 
-    Raised out of the holder's ``async with coord.lock(...)`` block, which was
-    cancelled. Whatever the block did after ``since`` may overlap with the next
-    holder: use the fencing token to reject stale writes.
+    On etcd: its lease ended (expired while etcd was out of reach, or
+    revoked) or its key was deleted; locally: a lock's ``ttl=`` ran out.
+    Raised out of the holder's ``async with`` block, which was cancelled.
+    Whatever the block did after that may overlap with the next holder: use
+    the fencing token to reject stale writes.
     """
 
-    #: The lock's name.
+    #: The lock's (semaphore's, read/write lock's) name.
     name: str
     #: The fencing token the holder had.
     token: int
+    #: What was lost: ``"lock"``, ``"semaphore"``, ``"read lock"`` or ``"write lock"``.
+    kind: str
 
-    def __init__(self, name: str, token: int) -> None:
-        super().__init__(name, token)
+    def __init__(self, name: str, token: int, kind: str = "lock") -> None:
+        super().__init__(name, token, kind)
         self.name = name
         self.token = token
+        self.kind = kind
 
     def __str__(self) -> str:
         return (
-            f"lock {self.name!r} (fencing token {self.token}) was lost while held and"
+            f"{self.kind} {self.name!r} (fencing token {self.token}) was lost while held and"
             " the block was cancelled; reacquire it, and reject writes with older tokens"
         )
 
@@ -667,29 +688,6 @@ class UnknownParticipant(CoordinationError, LookupError):
         )
 
 
-class NodeUnreachable(CoordinationError, ConnectionError):
-    """The coordination service (an etcd member) could not be reached.
-
-    Not raised by the local coordinator.
-    """
-
-    #: The node (endpoint) that failed.
-    node: str
-    #: What went wrong.
-    reason: Any
-
-    def __init__(self, node: str, reason: Any) -> None:
-        super().__init__(node, reason)
-        self.node = node
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return (
-            f"coordination node {self.node!r} is unreachable ({self.reason}); check the"
-            " endpoint and the network, or list more endpoints"
-        )
-
-
 class EtcdError(FoundationError):
     """Root of the errors of :mod:`foundation.etcd` (an etcd member said no, or none answered).
 
@@ -733,6 +731,30 @@ class EtcdUnavailable(EtcdError, ConnectionError):
         return (
             f"etcd unavailable: {self.message}{where}; check that the members are"
             " running and reachable, or list more endpoints"
+        )
+
+
+class NodeUnreachable(EtcdUnavailable, CoordinationError):
+    """A coordinator call failed because the cluster could not be reached.
+
+    Raised by the etcd coordinator (opening it included) where the etcd
+    client raised :class:`EtcdUnavailable`, which is its ``__cause__``; it
+    carries the same fields, so it is caught as an :class:`EtcdUnavailable`
+    (and a :class:`ConnectionError`) as well as a :class:`CoordinationError`.
+    Never raised by the local coordinator. A lost lease is not this error:
+    a holder whose lease ended gets :class:`LockLost` or :class:`LeadershipLost`.
+    """
+
+    @property
+    def node(self) -> str | None:
+        """The endpoint that failed last (an alias of :attr:`endpoint`), or None."""
+        return self.endpoint
+
+    def __str__(self) -> str:
+        where = f" (last tried {self.endpoint})" if self.endpoint else ""
+        return (
+            f"the coordination cluster is unreachable: {self.message}{where}; check that"
+            " the etcd members are running and reachable, or list more endpoints"
         )
 
 

@@ -1,8 +1,11 @@
-"""pytest-benchmark: the local coordinator's lock and barrier against Trio's own.
+"""pytest-benchmark: the local coordinator's lock, semaphore and barrier against Trio's own.
 
 Each benchmarked call is one ``trio.run`` doing ``OPS`` operations, so
 us/op = reported time / ``OPS`` (the ~50 us of starting a run are spread over
-them). ``trio.Lock`` and a ``trio.Event`` round are the floor to compare with::
+them). ``trio.Lock`` (both as ``async with`` and as ``acquire()`` /
+``release()``), ``trio.Semaphore`` and a ``trio.Event`` round are the floor to
+compare with. ``tools/bench_lock.py`` alternates the lock variants in one
+process and prints medians and function calls per cycle::
 
     python -m pytest tests/benchmarks/test_bench_coordination.py --benchmark-enable
 
@@ -72,6 +75,52 @@ def test_lock_uncontended_trio_lock(benchmark: Any) -> None:
         n = 0
         for _ in range(OPS):
             async with lock:
+                n += 1
+        return n
+
+    assert benchmark(run, main) == OPS
+
+
+def test_lock_uncontended_trio_lock_handle(benchmark: Any) -> None:
+    """The floor of the handle path: ``await lock.acquire(); lock.release()`` on a ``trio.Lock``."""
+    benchmark.group = "lock uncontended (1,000 cycles)"
+
+    async def main() -> int:
+        lock = trio.Lock()
+        n = 0
+        for _ in range(OPS):
+            await lock.acquire()
+            n += 1
+            lock.release()
+        return n
+
+    assert benchmark(run, main) == OPS
+
+
+def test_semaphore_uncontended_local(benchmark: Any) -> None:
+    """``async with coord.semaphore(name, 4)``: one slot taken and given back."""
+    benchmark.group = "semaphore uncontended (1,000 cycles)"
+
+    async def main() -> int:
+        semaphore = LocalCoordinator().semaphore("bench", 4)
+        token = 0
+        for _ in range(OPS):
+            async with semaphore as slot:
+                token = slot.fencing_token
+        return token
+
+    assert benchmark(run, main) == OPS
+
+
+def test_semaphore_uncontended_trio(benchmark: Any) -> None:
+    """The floor: ``async with trio.Semaphore(4)``."""
+    benchmark.group = "semaphore uncontended (1,000 cycles)"
+
+    async def main() -> int:
+        semaphore = trio.Semaphore(4)
+        n = 0
+        for _ in range(OPS):
+            async with semaphore:
                 n += 1
         return n
 

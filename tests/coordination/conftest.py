@@ -18,11 +18,18 @@ checked on every coordinator with the real clock in ``test_etcd_realtime.py``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+import trio
+import trio.testing
 
-from foundation.coordination import Coordinator, open_etcd_coordinator, open_local_coordinator
+from foundation.coordination import (
+    Coordinator,
+    EtcdCoordinator,
+    open_etcd_coordinator,
+    open_local_coordinator,
+)
 
 _COORDINATORS = [
     pytest.param("local", id="local"),
@@ -56,3 +63,60 @@ async def coordinator(
     assert coordinator_name == "local"
     async with open_local_coordinator("test-coordination") as coord:
         yield coord
+
+
+@pytest.fixture
+def coordinator_clock(coordinator_name: str) -> trio.testing.MockClock | None:
+    """The clock of a portable timing test: autojump locally, the real clock on etcd.
+
+    pytest-trio runs a test on the Clock one of its arguments holds; on etcd
+    this is None, so the test runs on the real clock (autojump would fire
+    while a task waits on a socket).
+    """
+    if coordinator_name in _REMOTE:
+        return None
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+#: ``await queued(subtree, name, count)``: see :func:`queued`.
+Queued = Callable[[str, str, int], Awaitable[None]]
+#: ``await queue_keys(subtree, name)``: see :func:`queue_keys`.
+QueueKeys = Callable[[str, str], Awaitable[int | None]]
+
+
+@pytest.fixture
+def queued(coordinator: Coordinator) -> Queued:
+    """``await queued(subtree, name, count)``: until ``count`` requests are queued on ``name``.
+
+    ``subtree``: ``"semaphore"`` or ``"rwlock"``; the count takes in holders
+    and waiters. Locally every task that asked is queued once all tasks are
+    blocked; on etcd, poll the queue's keys (each request is one key).
+    """
+
+    async def wait(subtree: str, name: str, count: int) -> None:
+        if not isinstance(coordinator, EtcdCoordinator):
+            await trio.testing.wait_all_tasks_blocked()
+            return
+        directory = f"{coordinator.prefix}{subtree}/{name}/"
+        with trio.fail_after(20):
+            while True:
+                found = await coordinator.client.range(directory, prefix=True, count_only=True)
+                if found.count == count:
+                    return
+                await trio.sleep(0.01)
+
+    return wait
+
+
+@pytest.fixture
+def queue_keys(coordinator: Coordinator) -> QueueKeys:
+    """``await queue_keys(subtree, name)``: the etcd queue's key count (None locally)."""
+
+    async def count(subtree: str, name: str) -> int | None:
+        if not isinstance(coordinator, EtcdCoordinator):
+            return None
+        directory = f"{coordinator.prefix}{subtree}/{name}/"
+        found = await coordinator.client.range(directory, prefix=True, count_only=True)
+        return found.count
+
+    return count

@@ -145,15 +145,18 @@ async def test_telemetry_events() -> None:
 
 ERRORS: list[CoordinationError] = [
     LockTimeout("l", 2.5),
+    LockTimeout("s", 0.5, "semaphore"),
     LockNotHeld("l", "why"),
+    LockNotHeld("rw", "why", "read lock"),
     LockLost("l", 7),
+    LockLost("rw", 7, "write lock"),
     LeadershipLost("g", "n", 3),
     BarrierTimeout(2, 3),
     BarrierAborted("b", 4),
     ConsensusTimeout("c", 1.0, 1, 3),
     DuplicateVote("c", "a"),
     UnknownParticipant("c", "z"),
-    NodeUnreachable("127.0.0.1:2379", "refused"),
+    NodeUnreachable("no member answered", 14, "127.0.0.1:2379"),
 ]
 
 

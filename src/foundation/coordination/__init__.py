@@ -1,4 +1,4 @@
-"""Coordination primitives: locks, elections, barriers, agreement, consensus, counters.
+"""Coordination primitives: locks, semaphores, read/write locks, memberships, elections...
 
 :class:`Coordinator` is the interface (a :class:`typing.Protocol`);
 :class:`LocalCoordinator` implements it in-process on Trio primitives and
@@ -10,6 +10,12 @@ leases); ``LocalCoordinator()`` alone does everything else.
 
 * ``async with coord.lock(name, timeout) as held`` -- FIFO mutual exclusion,
   ``held.fencing_token`` strictly increasing per name; :class:`~foundation.errors.LockTimeout`.
+* ``async with coord.semaphore(name, limit, timeout) as slot`` -- at most
+  ``limit`` holders, FIFO, a fencing token per acquisition.
+* ``async with coord.rwlock(name).read()`` / ``.write()`` -- many readers or
+  one writer, FIFO (writers do not starve).
+* ``async with coord.membership(group, member) as g`` -- ``g.members()``,
+  ``g.owner_of(key)`` (rendezvous hashing), ``async for members in g.watch()``.
 * ``async with coord.election(group).campaign(candidate) as term`` -- one leader
   at a time, FIFO hand-over; ``resign()`` from elsewhere raises
   :class:`~foundation.errors.LeadershipLost` in the leader's block.
@@ -19,7 +25,8 @@ leases); ``LocalCoordinator()`` alone does everything else.
 * :class:`VectorClock` orders events across nodes.
 
 Events go to :mod:`foundation.telemetry` as
-``foundation.coordination.{lock,election,barrier,consensus,counter}.<event>``
+``foundation.coordination.<primitive>.<event>`` (``lock``, ``semaphore``,
+``rwlock``, ``membership``, ``election``, ``barrier``, ``consensus``, ``counter``)
 and messages to the ``foundation.coordination`` logger.
 """
 
@@ -42,6 +49,9 @@ from ._interface import Counter as Counter
 from ._interface import Election as Election
 from ._interface import HeldLock as HeldLock
 from ._interface import Lock as Lock
+from ._interface import Membership as Membership
+from ._interface import RWLock as RWLock
+from ._interface import Semaphore as Semaphore
 from ._local import LocalCoordinator as LocalCoordinator
 from ._local import open_local_coordinator as open_local_coordinator
 from ._local_barrier import LocalBarrier as LocalBarrier
@@ -49,6 +59,9 @@ from ._local_consensus import LocalCounter as LocalCounter
 from ._local_election import LocalElection as LocalElection
 from ._local_lock import LocalHeldLock as LocalHeldLock
 from ._local_lock import LocalLock as LocalLock
+from ._local_rwlock import LocalRWLock as LocalRWLock
+from ._local_semaphore import LocalSemaphore as LocalSemaphore
+from ._membership import GroupMembership as GroupMembership
 from ._types import Decision as Decision
 from ._types import Leader as Leader
 from ._types import LockStatus as LockStatus
@@ -69,6 +82,7 @@ __all__ = [
     "DuplicateVote",
     "Election",
     "EtcdCoordinator",
+    "GroupMembership",
     "HeldLock",
     "Leader",
     "LeadershipLost",
@@ -78,13 +92,18 @@ __all__ = [
     "LocalElection",
     "LocalHeldLock",
     "LocalLock",
+    "LocalRWLock",
+    "LocalSemaphore",
     "Lock",
     "LockLost",
     "LockNotHeld",
     "LockStatus",
     "LockTimeout",
+    "Membership",
     "NodeUnreachable",
     "Ordering",
+    "RWLock",
+    "Semaphore",
     "Term",
     "UnknownParticipant",
     "VectorClock",

@@ -13,7 +13,15 @@ import trio
 
 from ..errors import ConfigError
 
-__all__ = ["check_name", "check_parties", "check_quorum", "check_seconds", "deadline"]
+__all__ = [
+    "check_limit",
+    "check_member",
+    "check_name",
+    "check_parties",
+    "check_quorum",
+    "check_seconds",
+    "deadline",
+]
 
 
 def check_name(what: str, name: object) -> str:
@@ -44,6 +52,26 @@ def check_parties(parties: object) -> int:
     return parties
 
 
+def check_limit(limit: object) -> int:
+    """``limit`` of a semaphore: an int >= 1."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ConfigError(f"limit={limit!r}: use an int >= 1")
+    return limit
+
+
+def check_member(member: object) -> str:
+    """A membership's member id: a non-empty str without ``/``.
+
+    ``/`` separates a group's name from its members' ids in etcd keys, so
+    an id with one could be read as a member of another group.
+    """
+    check_name("member", member)
+    assert isinstance(member, str)
+    if "/" in member:
+        raise ConfigError(f"member={member!r}: a member id may not contain '/'")
+    return member
+
+
 def deadline(timeout: float | None) -> float:
     """The Trio deadline ``timeout`` seconds from now (``inf`` for None)."""
     return math.inf if timeout is None else trio.current_time() + timeout
@@ -57,6 +85,13 @@ def check_quorum(
     ``quorum`` defaults to a majority (``len // 2 + 1``); ``unanimous=True``
     makes it every participant.
     """
+    if isinstance(participants, str | bytes):
+        # A str is a collection of its letters: refuse it rather than hold a
+        # ballot among "a", "b" and "c" for participants="abc".
+        raise ConfigError(
+            f"participants={participants!r}: give a collection of names, such as"
+            f" [{participants!r}], not a single {type(participants).__name__}"
+        )
     names = frozenset(participants)
     if not names or not all(isinstance(p, str) and p for p in names):
         raise ConfigError(f"participants={participants!r}: give one or more non-empty str")

@@ -4,13 +4,21 @@ Locks and elections use etcd's own Lock and Election services under the
 names ``prefix + name`` (so with ``prefix=""`` they work together with
 ``etcdctl lock`` and ``etcdctl elect``), with one lease per acquisition or
 campaign, raced against that lease (see :mod:`._etcd_lock` and
-:mod:`._etcd_election`). Barriers, agreement, consensus and counters are
-recipes on keys under ``prefix + "barrier/"``, ``"agree/"``,
-``"consensus/"`` and ``"counter/"`` (:mod:`._etcd_barrier`,
-:mod:`._etcd_consensus`); lock and election names share the prefix with
-those four subtrees, so do not name a lock or election after them.
+:mod:`._etcd_election`). Semaphores and read/write locks queue one key per
+request, each on a lease of its own, under ``prefix + "semaphore/"`` and
+``"rwlock/"`` (:mod:`._etcd_queue`, :mod:`._etcd_semaphore`,
+:mod:`._etcd_rwlock`); etcd has no such services, so no other client takes
+part in them. Memberships are a key per member under ``"membership/"``
+(:mod:`._etcd_membership`). Barriers, agreement, consensus and counters are
+recipes on keys under ``"barrier/"``, ``"agree/"``, ``"consensus/"`` and
+``"counter/"`` (:mod:`._etcd_barrier`, :mod:`._etcd_consensus`). Lock and
+election names share the prefix with those seven subtrees, so do not name a
+lock or election after them.
 
-Every background task (lease keepalives, key guards) runs under the
+A call that fails because no member answered raises
+:class:`~foundation.errors.NodeUnreachable` (:mod:`._etcd_reach`).
+
+Every background task (lease keepalives, key guards, membership watches) runs under the
 coordinator's :class:`~foundation.supervision.TaskSupervisor`; a task that
 fails is logged and recorded there (``coord.tasks.failures()``), and a lost
 lease reaches the holder of the lock or leadership it served as
@@ -49,27 +57,32 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Collection, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from ..config import etcd_endpoints_from_env
 from ..errors import ConfigError
 from ..etcd import EtcdClient, open_etcd_client
 from ..supervision import TaskSupervisor, open_task_supervisor
-from ._checks import check_name, check_parties, check_seconds
+from ._checks import check_limit, check_member, check_name, check_parties, check_seconds
 from ._etcd_barrier import EtcdBarrier
 from ._etcd_consensus import EtcdCounter, agree, consensus
 from ._etcd_consensus import vote as _vote
 from ._etcd_context import EtcdContext
 from ._etcd_election import EtcdElection, EtcdElections
 from ._etcd_lock import EtcdLock, lock_status
+from ._etcd_membership import membership
+from ._etcd_reach import reaching, unreachable_as_node
+from ._etcd_rwlock import EtcdRWLock
+from ._etcd_semaphore import EtcdSemaphore
+from ._membership import GroupMembership
 from ._types import Decision, LockStatus, Vote
 
 __all__ = ["EtcdCoordinator", "open_etcd_coordinator"]
 
 
 class EtcdCoordinator:
-    """Coordination on etcd: locks, elections, barriers, agreement, consensus, counters.
+    """Coordination on etcd: locks, semaphores, read/write locks, memberships, elections...
 
     Implements :class:`~foundation.coordination.Coordinator`. Open it with
     :func:`open_etcd_coordinator`; do not instantiate directly.
@@ -140,6 +153,80 @@ class EtcdCoordinator:
         """Who holds lock ``name`` now, or None; see :func:`._etcd_lock.lock_status`."""
         return await lock_status(self._ctx, check_name("lock name", name))
 
+    # -- semaphores and read/write locks -------------------------------------
+    def semaphore(
+        self,
+        name: str,
+        limit: int,
+        timeout: float | None = None,
+        *,
+        holder: str | None = None,
+    ) -> EtcdSemaphore:
+        """A handle on semaphore ``name`` (keys under ``prefix + "semaphore/" + name + "/"``).
+
+        At most ``limit`` holders across every process using the prefix,
+        served in arrival order; each holder has a lease of its own, and
+        losing it cancels the holder's block, which raises
+        :class:`~foundation.errors.LockLost`. ``slot.fencing_token`` is the
+        slot key's create revision. etcd has no semaphore service: with
+        ``prefix=""`` these keys interoperate with no other client.
+
+        Args:
+            name: The semaphore's name.
+            limit: The most holders at a time; every holder must give the same.
+            timeout: Seconds to wait in the queue, then :class:`~foundation.errors.LockTimeout`.
+            holder: A name for logs and telemetry (default: the task's).
+
+        Raises:
+            ConfigError: a bad name, limit, timeout or holder; on entering,
+                the semaphore is held or waited for with another ``limit``.
+            LockTimeout: on entering, no slot within ``timeout``.
+            NodeUnreachable: on entering, no etcd member answered.
+        """
+        check_name("semaphore name", name)
+        limit = check_limit(limit)
+        if holder is not None:
+            check_name("holder", holder)
+        timeout = check_seconds("timeout", timeout)
+        return EtcdSemaphore(self._ctx, name, limit, timeout, holder)
+
+    def rwlock(self, name: str) -> EtcdRWLock:
+        """The read/write lock ``name`` (keys under ``prefix + "rwlock/" + name + "/"``).
+
+        Many readers or one writer across every process using the prefix,
+        FIFO; each hold has a lease of its own (see :meth:`semaphore`).
+        """
+        return EtcdRWLock(self._ctx, check_name("rwlock name", name))
+
+    # -- membership ------------------------------------------------------------
+    def membership(
+        self, group: str, member: str, metadata: Any = None
+    ) -> AbstractAsyncContextManager[GroupMembership]:
+        """Join ``group`` as ``member`` for an ``async with`` block; leave on exit.
+
+        The member is a key under ``prefix + "membership/" + group + "/"``
+        bound to a lease of its own, so a crashed member leaves after at most
+        ``ttl`` seconds. Entering waits while ``member`` is in the group
+        already (a member id is there at most once, a crashed one until its
+        lease expires). If the lease is lost while joined, the member has
+        left the group; it joins again by itself as soon as etcd can be
+        reached (``foundation.coordination.membership.lost``), and the block
+        goes on. Leaving revokes the lease (shielded).
+
+        Args:
+            group: The group's name.
+            member: This member's id (non-empty, without ``/``).
+            metadata: JSON-able data, shown to the group by ``metadata()``.
+
+        Raises:
+            ConfigError: a bad group name or member id.
+            TypeError: ``metadata`` is not JSON-able.
+            NodeUnreachable: on entering, no etcd member answered.
+        """
+        check_name("group", group)
+        check_member(member)
+        return membership(self._ctx, group, member, metadata)
+
     # -- the rest ---------------------------------------------------------------
     def election(self, group: str) -> EtcdElection:
         """The election of ``group`` (etcd's election ``prefix + group``)."""
@@ -154,10 +241,12 @@ class EtcdCoordinator:
         check_name("barrier name", name)
         return EtcdBarrier(self._ctx, name, check_parties(parties))
 
+    @reaching
     async def agree(self, name: str, proposal: Any) -> Any:
         """Single-decree agreement: the first (JSON) proposal for ``name`` wins; all learn it."""
         return await agree(self._ctx, name, proposal)
 
+    @reaching
     async def consensus(
         self,
         consensus_id: str,
@@ -182,6 +271,7 @@ class EtcdCoordinator:
             self._ctx, consensus_id, participants, proposal, quorum, unanimous, timeout
         )
 
+    @reaching
     async def vote(self, consensus_id: str, participant: str, vote: Vote) -> Decision | None:
         """Cast ``participant``'s vote on ballot ``consensus_id``.
 
@@ -239,7 +329,7 @@ async def open_etcd_coordinator(
     Raises:
         EtcdAuthError: the credentials were refused.
         EtcdPermissionDenied: the user may not read the prefix.
-        EtcdUnavailable: no member answered.
+        NodeUnreachable: no member answered (an ``EtcdUnavailable`` too).
         ConfigError: a bad argument.
 
     Example::
@@ -258,24 +348,31 @@ async def open_etcd_coordinator(
             "no etcd endpoints: pass endpoints=['http://host:2379', ...] or set"
             " FOUNDATION_ETCD_ENDPOINTS to comma-separated URLs"
         )
-    async with open_etcd_client(
-        endpoints,
-        username=username,
-        password=password,
-        ca_cert=ca_cert,
-        client_cert=client_cert,
-        client_key=client_key,
-        timeout=timeout,
-    ) as client:
-        if prefix:
-            # Fails now (EtcdPermissionDenied) for a prefix the user may not touch.
-            await client.range(prefix, prefix=True, count_only=True)
-        async with open_task_supervisor("etcd-coordinator") as tasks:
-            coord = EtcdCoordinator(client, tasks, prefix=prefix, ttl=lease_ttl)
-            try:
-                yield coord
-            finally:
-                tasks.cancel()
+    async with AsyncExitStack() as stack:
+        with unreachable_as_node():
+            client = await stack.enter_async_context(
+                open_etcd_client(
+                    endpoints,
+                    username=username,
+                    password=password,
+                    ca_cert=ca_cert,
+                    client_cert=client_cert,
+                    client_key=client_key,
+                    timeout=timeout,
+                )
+            )
+            if prefix:
+                # Fails now (EtcdPermissionDenied) for a prefix the user may not touch.
+                await client.range(prefix, prefix=True, count_only=True)
+            else:
+                # One round trip, so an unreachable cluster fails here too.
+                await client.status()
+        tasks = await stack.enter_async_context(open_task_supervisor("etcd-coordinator"))
+        coord = EtcdCoordinator(client, tasks, prefix=prefix, ttl=lease_ttl)
+        try:
+            yield coord
+        finally:
+            tasks.cancel()
 
 
 if TYPE_CHECKING:

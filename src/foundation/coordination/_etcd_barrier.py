@@ -34,6 +34,7 @@ from .. import telemetry
 from ..errors import BarrierAborted, BarrierTimeout, EtcdError
 from ..etcd import compare_create, compare_mod, op_delete, op_put, op_range
 from ._checks import check_seconds
+from ._etcd_reach import reaching
 from ._etcd_session import Changes, dumps, loads
 
 if TYPE_CHECKING:
@@ -183,6 +184,7 @@ class EtcdBarrier:
             raise BarrierAborted(self.name, rnd.generation)
         return rnd.generation
 
+    @reaching
     async def wait(self, timeout: float | None = None) -> int:  # noqa: ASYNC109 -- the interface takes timeout=
         """Arrive and wait until ``parties`` have arrived in this round.
 
@@ -271,6 +273,7 @@ class EtcdBarrier:
             return None
         return result.responses[0].count  # type: ignore[union-attr]
 
+    @reaching
     async def abort(self) -> int:
         """Break the current round: its waiters raise :class:`BarrierAborted`.
 

@@ -35,6 +35,7 @@ from .. import telemetry
 from ..errors import ConsensusTimeout, DuplicateVote, UnknownParticipant
 from ..etcd import compare_create, compare_mod, op_delete, op_put, op_range
 from ._checks import check_name, check_quorum, check_seconds
+from ._etcd_reach import reaching
 from ._etcd_session import Changes, dumps, loads
 from ._types import Decision, Vote
 
@@ -383,6 +384,7 @@ class EtcdCounter:
     def __repr__(self) -> str:
         return f"<EtcdCounter {self.name!r}>"
 
+    @reaching
     async def add(self, n: int = 1) -> int:
         """Add ``n`` (negative: subtract) atomically; the new value.
 
@@ -421,6 +423,7 @@ class EtcdCounter:
             found: RangeResult = result.responses[0]  # type: ignore[assignment]
             kv = found.kvs[0] if found.kvs else None
 
+    @reaching
     async def get(self) -> int:
         """The current value (0 if never added to)."""
         await trio.lowlevel.checkpoint_if_cancelled()

@@ -1,6 +1,7 @@
 """What the etcd coordinator's primitives need of it, in one narrow object.
 
-Each primitive (:mod:`._etcd_lock`, :mod:`._etcd_election`,
+Each primitive (:mod:`._etcd_lock`, :mod:`._etcd_semaphore`,
+:mod:`._etcd_rwlock`, :mod:`._etcd_membership`, :mod:`._etcd_election`,
 :mod:`._etcd_barrier`, :mod:`._etcd_consensus`) is given an
 :class:`EtcdContext` by the coordinator, never the coordinator itself, so
 the primitives import nothing of :mod:`._etcd` and the coordinator can add
@@ -8,8 +9,9 @@ a primitive without exposing its internals. The context carries the etcd
 client, the key prefix, the lease TTL, the task supervisor that runs the
 background work, this coordinator's lock holds (so ``lock_status`` answers
 exactly for them), and the two ways to get a lease: a fresh
-:class:`~._etcd_session.Session` per lock acquisition or campaign, or the
-coordinator's shared lease (barrier arrivals). State one kind of primitive
+:class:`~._etcd_session.Session` per lock acquisition, campaign, semaphore
+slot, read or write hold and membership, or the coordinator's shared lease
+(barrier arrivals). State one kind of primitive
 keeps per coordinator (an election's leading candidates, a counter's local
 gates) lives in an object of the primitive's own class, made on first use
 by :meth:`EtcdContext.state`.

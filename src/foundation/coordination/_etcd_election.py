@@ -37,6 +37,7 @@ from .. import telemetry
 from ..errors import EtcdError, LeadershipLost
 from ..etcd import compare_create, op_delete, op_put, op_range
 from ._checks import check_name
+from ._etcd_reach import reaching, unreachable_as_node
 from ._etcd_session import Changes, Session, session_expired
 from ._types import Leader, Term
 
@@ -141,7 +142,8 @@ class EtcdElection:
         """
         check_name("candidate", candidate)
         await trio.lowlevel.checkpoint_if_cancelled()
-        me = await self._elect(candidate)
+        with unreachable_as_node():
+            me = await self._elect(candidate)
         book = self._book
         book.candidates[me.key] = me
         try:
@@ -255,6 +257,7 @@ class EtcdElection:
                 {"group": self.group, "candidate": me.candidate, "by": "exit"},
             )
 
+    @reaching
     async def leader(self) -> Leader | None:
         """The current leader (lowest key of the group), or None; one round trip."""
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -263,6 +266,7 @@ class EtcdElection:
             return None
         return Leader(kv.value.decode("utf-8", errors="replace"), kv.create_revision)
 
+    @reaching
     async def resign(self) -> bool:
         """End the current leader's term (delete its key); False if nobody led.
 
@@ -333,6 +337,7 @@ class _LeaderObserver:
         self._revision = result.header.revision
         return _leader_of(result.kvs)
 
+    @reaching
     async def __anext__(self) -> Leader | None:
         if self._first:
             self._first = False

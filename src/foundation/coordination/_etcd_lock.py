@@ -33,16 +33,16 @@ from __future__ import annotations
 import logging
 import math
 import time
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 import trio
 
 from .. import telemetry
-from ..errors import EtcdError, LockLost, LockTimeout
+from ..errors import EtcdError, LockTimeout
 from ..etcd import compare_create, op_put, op_range
+from ._etcd_hold import EtcdHold, EtcdHoldHandle
+from ._etcd_reach import reaching
 from ._etcd_session import Session, dumps, loads, session_expired
-from ._held import HeldLockRecord, not_holding
 from ._types import LockStatus
 
 if TYPE_CHECKING:
@@ -59,13 +59,13 @@ class _Retry(Exception):
     """Internal: the session was lost before the lock was held; start again."""
 
 
-class EtcdHeldLock(HeldLockRecord):
+class EtcdHeldLock(EtcdHold):
     """A held etcd lock (``async with coord.lock(name) as held``).
 
     Made by the coordinator; do not instantiate. Sync attributes never block.
     """
 
-    __slots__ = ("_ctx", "_session", "key", "reason")
+    __slots__ = ("_ctx",)
 
     def __init__(
         self,
@@ -77,65 +77,16 @@ class EtcdHeldLock(HeldLockRecord):
         key: bytes,
         token: int,
     ) -> None:
-        super().__init__(name, holder, task, token)
+        super().__init__(name, holder, task, session, key, token)
         self._ctx = ctx
-        self._session = session
-        #: The etcd key that holds the lock (its create revision is the token).
-        self.key = key
-        #: Why it was lost (lease ended, key deleted, ttl ran out), or None.
-        self.reason: str | None = None
-
-    def _on_lost(self, reason: str) -> None:
-        if self.released or self.lost:
-            return
-        self.lost = True
-        self.reason = reason
-        logger.warning(
-            "lock %r (holder %r, token %d) lost: %s; the holder's block is cancelled",
-            self.name,
-            self.holder,
-            self.token,
-            reason,
-        )
-        _emit(
-            "foundation.coordination.lock.lost",
-            {"token": self.token, "held": trio.current_time() - self.since},
-            {"lock": self.name, "holder": self.holder, "reason": reason},
-        )
-        if self._scope is not None:
-            self._scope.cancel()
-
-    async def release(self) -> None:
-        """Release the lock now (revokes its lease; shielded); leaving the block then does nothing.
-
-        Raises:
-            LockNotHeld: called from another task than the holder, or again.
-            LockLost: the lock was lost before this release.
-        """
-        task = trio.lowlevel.current_task()
-        if task is not self.task:
-            raise self._not_holder(task)
-        if self.lost and not self.released:
-            await self._drop("lost")
-            raise LockLost(self.name, self.token)
-        if self.released:
-            raise self._released_already()
-        await self._drop("release")
 
     async def _drop(self, why: str) -> None:
-        self.released = True
         if self._ctx.holds.get(self.key) is self:
             del self._ctx.holds[self.key]
-        await self._session.close()
-        if why == "release":
-            _emit(
-                "foundation.coordination.lock.release",
-                {"token": self.token, "held": trio.current_time() - self.since},
-                {"lock": self.name, "holder": self.holder},
-            )
+        await super()._drop(why)
 
 
-class EtcdLock:
+class EtcdLock(EtcdHoldHandle):
     """A handle on one etcd lock name, as ``coord.lock(name, timeout)`` returns it.
 
     ``async with`` acquires on entry (FIFO, in create-revision order across
@@ -145,7 +96,7 @@ class EtcdLock:
     waits like anyone else.
     """
 
-    __slots__ = ("_ctx", "_holder", "_holds", "_scoped", "name", "timeout", "ttl")
+    __slots__ = ("ttl",)
 
     def __init__(
         self,
@@ -155,77 +106,13 @@ class EtcdLock:
         holder: str | None,
         ttl: float | None,
     ) -> None:
-        self._ctx = ctx
-        self.name = name
-        self.timeout = timeout
+        super().__init__(ctx, name, timeout, holder)
+        #: Take the lock away this many seconds after it was granted (None: never).
         self.ttl = ttl
-        self._holder = holder
-        self._holds: dict[trio.lowlevel.Task, EtcdHeldLock] = {}
-        self._scoped: dict[trio.lowlevel.Task, EtcdHeldLock] = {}
 
-    def __repr__(self) -> str:
-        return f"<EtcdLock {self.name!r} timeout={self.timeout}>"
-
-    async def acquire(self) -> EtcdHeldLock:
-        """Wait until the lock is held by the calling task (FIFO).
-
-        ``timeout`` bounds the wait in the queue: the first attempt to join
-        it always completes (so ``timeout=0`` takes a free lock). Cancelled
-        or timed out, the waiter's key is gone before this returns.
-
-        Raises:
-            LockTimeout: not granted within the handle's ``timeout``.
-            EtcdError: etcd refused (``EtcdPermissionDenied``...) or no member answered.
-        """
-        hold = await self._acquire()
-        self._holds[hold.task] = hold
-        return hold
-
-    async def release(self) -> None:
-        """Release the calling task's hold on this lock (shielded).
-
-        Raises:
-            LockNotHeld: the calling task holds no lock through this handle.
-            LockLost: the lock was lost before this release.
-        """
-        task = trio.lowlevel.current_task()
-        hold = self._holds.pop(task, None)
-        if hold is None:
-            status = await lock_status(self._ctx, self.name)
-            raise not_holding(self.name, task, status.holder if status is not None else None)
-        await hold.release()
-
-    async def __aenter__(self) -> EtcdHeldLock:
-        hold = await self._acquire()
-        # The lease can end at any time: the block always runs in a scope
-        # the session's loss cancels.
-        hold._scope = trio.CancelScope()
-        hold._scope.__enter__()
-        self._scoped[hold.task] = hold
-        if hold.lost:
-            hold._scope.cancel()
-        return hold
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        hold = self._scoped.pop(trio.lowlevel.current_task())
-        scope, hold._scope = hold._scope, None
-        swallowed = False
-        try:
-            if scope is not None:
-                swallowed = bool(scope.__exit__(exc_type, exc, tb))
-        finally:
-            if not hold.released:
-                await hold._drop("lost" if hold.lost else "release")  # shielded
-        if hold.lost and (exc_type is None or swallowed):
-            # The block was cancelled (or ended after the loss); its own
-            # error, if any, wins and propagates as itself.
-            raise LockLost(self.name, hold.token)
-        return swallowed
+    async def _current_holder(self) -> str | None:
+        status = await lock_status(self._ctx, self.name)
+        return status.holder if status is not None else None
 
     # -- acquisition ---------------------------------------------------------
     async def _acquire(self) -> EtcdHeldLock:
@@ -316,6 +203,7 @@ class EtcdLock:
         return key, token
 
 
+@reaching
 async def lock_status(ctx: EtcdContext, name: str) -> LockStatus | None:
     """Who holds etcd lock ``name`` now (the key with the lowest create revision), or None.
 

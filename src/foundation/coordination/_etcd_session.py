@@ -56,10 +56,14 @@ def dumps(value: Any, what: str) -> str:
 
 
 def loads(raw: bytes, default: Any = None) -> Any:
-    """Decode a JSON value written by :func:`dumps`; ``default`` if it is not JSON."""
+    """Decode a JSON value written by :func:`dumps`; ``default`` if it is not JSON.
+
+    A foreign writer's value nested too deep for the decoder counts as not
+    JSON too (``RecursionError`` never leaks out of a coordinator call).
+    """
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return default
 
 

@@ -8,7 +8,7 @@ released or lost. :class:`HeldLockRecord` holds those fields, their
 by the wrong task or a second release raise; each coordinator subclasses it
 with what only it needs (a lease watchdog locally, an etcd session and key
 on etcd). A new kind of hold (a semaphore slot, a read or write hold)
-subclasses it the same way.
+subclasses it the same way, setting :attr:`HeldLockRecord.kind`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,10 @@ class HeldLockRecord:
     """
 
     __slots__ = ("_scope", "holder", "lost", "name", "released", "since", "task", "token")
+
+    #: What is held, as errors name it: ``"lock"`` here, ``"semaphore"``,
+    #: ``"read lock"`` or ``"write lock"`` in subclasses.
+    kind = "lock"
 
     def __init__(self, name: str, holder: str, task: trio.lowlevel.Task, token: int) -> None:
         #: The lock's name (without a coordinator's prefix).
@@ -68,16 +72,25 @@ class HeldLockRecord:
             self.name,
             f"task {task.name!r} is not its holder (held by {self.holder!r},"
             f" task {self.task.name!r})",
+            self.kind,
         )
 
     def _released_already(self) -> LockNotHeld:
-        return LockNotHeld(self.name, "it was already released")
+        return LockNotHeld(self.name, "it was already released", self.kind)
 
 
-def not_holding(name: str, task: trio.lowlevel.Task, holder: str | None) -> LockNotHeld:
-    """The error of a handle's ``release()`` by a task that holds nothing through it."""
-    return LockNotHeld(
-        name,
-        f"task {task.name!r} does not hold it"
-        + (f" (held by {holder!r})" if holder is not None else " (nobody holds it)"),
-    )
+def not_holding(
+    name: str, task: trio.lowlevel.Task, holder: str | None, kind: str = "lock"
+) -> LockNotHeld:
+    """The error of a handle's ``release()`` by a task that holds nothing through it.
+
+    ``holder``: for a lock, who holds it (None: nobody); other kinds have
+    several holders and pass None, which names none.
+    """
+    if kind != "lock":
+        whose = ""
+    elif holder is not None:
+        whose = f" (held by {holder!r})"
+    else:
+        whose = " (nobody holds it)"
+    return LockNotHeld(name, f"task {task.name!r} does not hold it{whose}", kind)

@@ -7,14 +7,24 @@ against every implementation.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Protocol
 
 from ._types import Decision, Leader, LockStatus, Term, Vote
 
-__all__ = ["Barrier", "Coordinator", "Counter", "Election", "HeldLock", "Lock"]
+__all__ = [
+    "Barrier",
+    "Coordinator",
+    "Counter",
+    "Election",
+    "HeldLock",
+    "Lock",
+    "Membership",
+    "RWLock",
+    "Semaphore",
+]
 
 
 class HeldLock(Protocol):
@@ -48,7 +58,9 @@ class Lock(Protocol):
     ``async with lock as held`` acquires on entry and releases on exit;
     ``await lock.acquire()`` / ``await lock.release()`` do the same by hand,
     in one task: a release from a task that does not hold the lock raises
-    ``LockNotHeld`` (it is never a silent no-op).
+    ``LockNotHeld`` (it is never a silent no-op). Acquiring checkpoints;
+    releasing never raises ``Cancelled``: locally it is synchronous and no
+    checkpoint (as :meth:`trio.Lock.release`), on etcd a shielded round trip.
     """
 
     @property
@@ -70,6 +82,97 @@ class Lock(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None: ...
+
+
+class Semaphore(Protocol):
+    """A semaphore handle, as ``coord.semaphore(name, limit, timeout)`` returns it.
+
+    ``async with semaphore as slot`` holds one of ``limit`` slots (FIFO);
+    ``slot.fencing_token`` is new for each acquisition and strictly
+    increasing per name. ``acquire()`` / ``release()`` do the same by hand,
+    one hold per task.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def limit(self) -> int:
+        """The most holders at a time."""
+        ...
+
+    async def acquire(self) -> HeldLock:
+        """Wait for a slot (FIFO); ``LockTimeout`` after the handle's timeout."""
+        ...
+
+    async def release(self) -> None:
+        """Release the calling task's slot; ``LockNotHeld`` if it has none."""
+        ...
+
+    async def __aenter__(self) -> HeldLock: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None: ...
+
+
+class RWLock(Protocol):
+    """A read/write lock, as ``coord.rwlock(name)`` returns it.
+
+    ``rw.read()`` and ``rw.write()`` are handles like a :class:`Lock`'s:
+    many readers, or one writer, served in arrival order (a reader that
+    arrives while a writer waits queues behind it).
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    def read(
+        self,
+        timeout: float | None = None,
+        *,
+        holder: str | None = None,
+    ) -> Lock:
+        """A shared hold: ``async with rw.read(timeout) as held``."""
+        ...
+
+    def write(
+        self,
+        timeout: float | None = None,
+        *,
+        holder: str | None = None,
+    ) -> Lock:
+        """An exclusive hold: ``async with rw.write(timeout) as held``."""
+        ...
+
+
+class Membership(Protocol):
+    """A joined group membership (``async with coord.membership(group, member) as g``)."""
+
+    @property
+    def group(self) -> str: ...
+
+    @property
+    def member(self) -> str: ...
+
+    def members(self) -> list[str]:
+        """The live members' ids, sorted."""
+        ...
+
+    def metadata(self) -> Mapping[str, Any]:
+        """``{member: metadata}`` of the live members."""
+        ...
+
+    def owner_of(self, key: str) -> str | None:
+        """The member owning ``key`` by rendezvous hashing; None for an empty group."""
+        ...
+
+    def watch(self) -> AsyncIterator[list[str]]:
+        """The member list now, then after each change (coalesced)."""
+        ...
 
 
 class Election(Protocol):
@@ -132,10 +235,12 @@ class Counter(Protocol):
 
 
 class Coordinator(Protocol):
-    """Locks, elections, barriers, agreement, consensus and counters.
+    """The coordination primitives, in one process or across a cluster.
 
-    Implemented by :class:`~foundation.coordination.LocalCoordinator`
-    (in-process) and, later, the etcd coordinator (cluster-wide).
+    Locks, semaphores, read/write locks, group memberships, elections,
+    barriers, agreement, consensus and counters. Implemented by
+    :class:`~foundation.coordination.LocalCoordinator` (in-process) and
+    :class:`~foundation.coordination.EtcdCoordinator` (cluster-wide).
     """
 
     def lock(
@@ -148,6 +253,21 @@ class Coordinator(Protocol):
     ) -> Lock: ...
 
     async def lock_status(self, name: str) -> LockStatus | None: ...
+
+    def semaphore(
+        self,
+        name: str,
+        limit: int,
+        timeout: float | None = None,
+        *,
+        holder: str | None = None,
+    ) -> Semaphore: ...
+
+    def rwlock(self, name: str) -> RWLock: ...
+
+    def membership(
+        self, group: str, member: str, metadata: Any = None
+    ) -> AbstractAsyncContextManager[Membership]: ...
 
     def election(self, group: str) -> Election: ...
 

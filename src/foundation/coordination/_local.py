@@ -12,8 +12,10 @@ the waiter withdraws itself before the exception leaves, so no stale
 holder, candidate or arrival is left behind.
 
 One module per primitive, as on the etcd side: :mod:`._local_lock`,
-:mod:`._local_election`, :mod:`._local_barrier`, :mod:`._local_consensus`
-(agreement, consensus, counters). This module holds the coordinator, which
+:mod:`._local_semaphore` and :mod:`._local_rwlock` (on the FIFO queue of
+:mod:`._local_queue`), :mod:`._local_membership`, :mod:`._local_election`,
+:mod:`._local_barrier`, :mod:`._local_consensus` (agreement, consensus,
+counters). This module holds the coordinator, which
 checks arguments (:mod:`._checks`) and hands each primitive only its own
 state (the lock table, the elections by group...); a hold subclasses
 :class:`~._held.HeldLockRecord`, shared with the etcd side.
@@ -27,18 +29,22 @@ lease runs out.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ..errors import ConfigError
 from ..supervision import TaskSupervisor, open_task_supervisor
-from ._checks import check_name, check_parties, check_seconds
+from ._checks import check_limit, check_member, check_name, check_parties, check_seconds
 from ._local_barrier import BarrierStates, LocalBarrier, barrier_snapshot, barrier_state
 from ._local_consensus import LocalBallots, LocalCounter, agree
 from ._local_election import ElectionStates, LocalElection, election_snapshot
 from ._local_lock import LocalLock, LocalLocks
+from ._local_membership import LocalGroups, membership
+from ._local_rwlock import LocalRWLock, LocalRWLocks
+from ._local_semaphore import LocalSemaphore, LocalSemaphores
+from ._membership import GroupMembership
 from ._types import Decision, LockStatus, Vote
 
 __all__ = ["LocalCoordinator", "open_local_coordinator"]
@@ -65,6 +71,9 @@ class LocalCoordinator:
     def __init__(self, *, tasks: TaskSupervisor | None = None) -> None:
         self._tasks = tasks
         self._locks = LocalLocks(tasks)
+        self._semaphores = LocalSemaphores()
+        self._rwlocks = LocalRWLocks()
+        self._groups = LocalGroups()
         self._elections: ElectionStates = {}
         self._barriers: BarrierStates = {}
         self._agreed: dict[str, Any] = {}
@@ -126,6 +135,75 @@ class LocalCoordinator:
         """Who holds lock ``name`` now, or None when nobody does. Checkpoints."""
         await trio.lowlevel.checkpoint()
         return self._locks.status(name)
+
+    # -- semaphores and read/write locks -------------------------------------
+    def semaphore(
+        self,
+        name: str,
+        limit: int,
+        timeout: float | None = None,
+        *,
+        holder: str | None = None,
+    ) -> LocalSemaphore:
+        """A handle on semaphore ``name``: ``async with coord.semaphore(name, limit) as slot``.
+
+        At most ``limit`` holders at a time; waiters are served in arrival
+        order. ``slot.fencing_token`` is new for each acquisition and strictly
+        increases per name. Entering blocks until a slot is free; leaving
+        releases and never blocks.
+
+        Args:
+            name: The semaphore's name.
+            limit: The most holders at a time; every holder must give the same.
+            timeout: Seconds to wait for a slot, then :class:`~foundation.errors.LockTimeout`.
+            holder: A name for logs and telemetry (default: the task's).
+
+        Raises:
+            ConfigError: a bad name, limit, timeout or holder; on entering,
+                the semaphore is held or waited for with another ``limit``.
+            LockTimeout: on entering, no slot within ``timeout``.
+        """
+        check_name("semaphore name", name)
+        limit = check_limit(limit)
+        if holder is not None:
+            check_name("holder", holder)
+        timeout = check_seconds("timeout", timeout)
+        return LocalSemaphore(self._semaphores, name, limit, timeout, holder)
+
+    def rwlock(self, name: str) -> LocalRWLock:
+        """The read/write lock ``name``: ``async with coord.rwlock(name).read() as held``.
+
+        ``rw.read(timeout)`` shares the lock with other readers,
+        ``rw.write(timeout)`` holds it alone. FIFO: a reader that arrives while
+        a writer waits queues behind it, so writers do not starve. Each hold
+        has a fencing token, strictly increasing per name.
+        """
+        return LocalRWLock(self._rwlocks, check_name("rwlock name", name))
+
+    # -- membership ------------------------------------------------------------
+    def membership(
+        self, group: str, member: str, metadata: Any = None
+    ) -> AbstractAsyncContextManager[GroupMembership]:
+        """Join ``group`` as ``member`` for an ``async with`` block; leave on exit.
+
+        Entering checkpoints and, if ``member`` is in the group already (a
+        member id is there at most once), waits until that membership
+        leaves. Leaving never blocks. The yielded
+        :class:`~foundation.coordination.GroupMembership` answers
+        ``members()``, ``metadata()``, ``owner_of(key)`` (rendezvous hashing)
+        and ``watch()``.
+
+        Args:
+            group: The group's name.
+            member: This member's id (non-empty, without ``/``).
+            metadata: Anything, shown to the group by ``metadata()``.
+
+        Raises:
+            ConfigError: a bad group name or member id.
+        """
+        check_name("group", group)
+        check_member(member)
+        return membership(self._groups, group, member, metadata)
 
     # -- elections -----------------------------------------------------------
     def election(self, group: str) -> LocalElection:
@@ -215,6 +293,9 @@ class LocalCoordinator:
         """A plain-data view of the state, for ``inspect`` and debugging. Sync."""
         return {
             "locks": self._locks.snapshot(),
+            "semaphores": self._semaphores.snapshot(),
+            "rwlocks": self._rwlocks.snapshot(),
+            "groups": self._groups.snapshot(),
             "elections": election_snapshot(self._elections),
             "barriers": barrier_snapshot(self._barriers),
             "counters": dict(self._counters),
