@@ -4,12 +4,15 @@ N OS threads share one registry (default partitions, i.e. ``os.cpu_count()``
 shards) holding ``n`` entries (default 1e5) and for a fixed time run either
 
 * ``lookup``: ``registry.lookup(ns, name)`` over their own shuffled list of
-  stored keys, or
+  stored keys,
 * ``mix``: 90% lookups and 10% writes. The writes alternate
   ``register_nowait`` of a fresh key (each thread has its own, so threads
   never conflict) and ``unregister_nowait`` of that key, so the table keeps
   its size for the whole run; a unit is 900 lookups, 50 registrations and 50
-  unregistrations.
+  unregistrations, or
+* ``write``: only the mix's writes, ``register_nowait`` of 50 of the
+  thread's own fresh keys then ``unregister_nowait`` of each (a unit is 100
+  writes), so registrations per second are read on their own.
 
 The result is total operations per second over all threads, and the scaling
 against one thread (``ops/s(N) / ops/s(1)``); the python backend is measured
@@ -52,7 +55,7 @@ __all__ = ["MODES", "THREAD_COUNTS", "format_threads_table", "run_threads"]
 #: Default thread counts of ``--threads``.
 THREAD_COUNTS: tuple[int, ...] = (1, 2, 4)
 #: The workloads, in table order.
-MODES: tuple[str, ...] = ("lookup", "mix")
+MODES: tuple[str, ...] = ("lookup", "mix", "write")
 
 Pair = tuple[str, str]
 Progress = Callable[[str], None]
@@ -98,6 +101,8 @@ class _Worker(threading.Thread):
             cpu0 = time.thread_time()
             if self.mode == "lookup":
                 self.ops = self._lookups()
+            elif self.mode == "write":
+                self.ops = self._writes()
             else:
                 self.ops = self._mix()
             self.cpu_s = time.thread_time() - cpu0
@@ -134,6 +139,22 @@ class _Worker(threading.Thread):
                 unregister(a, b)
             ops += len(reads[i]) + 2 * len(w)
             i = (i + 1) % len(reads)
+            j = (j + 1) % len(writes)
+        return ops
+
+    def _writes(self) -> int:
+        reg = self.registry
+        register, unregister = reg.register_nowait, reg.unregister_nowait
+        running, writes, v = self.running, self.writes, self.value
+        ops = 0
+        j = 0
+        while running[0]:
+            w = writes[j]
+            for a, b in w:
+                register(a, b, v)
+            for a, b in w:
+                unregister(a, b)
+            ops += 2 * len(w)
             j = (j + 1) % len(writes)
         return ops
 
@@ -317,7 +338,8 @@ def run_threads(
                 " loops over its own shuffled keys until a stop flag after duration_s;"
                 " ops/s = all threads' completed ops / wall time; median over rounds;"
                 f" mix = {_MIX_READS} lookups + {_MIX_WRITES} register_nowait +"
-                f" {_MIX_WRITES} unregister_nowait per unit; GC off"
+                f" {_MIX_WRITES} unregister_nowait per unit; write = the same"
+                f" {_MIX_WRITES} + {_MIX_WRITES} writes alone; GC off"
             ),
         },
         "results": results,
@@ -336,6 +358,7 @@ def format_threads_table(result: dict[str, Any]) -> str:
         f"foundation.registry.NATIVE = {env['NATIVE']}: {env['native_status']}",
         f"{cfg['n']:,} entries, {cfg['duration_s']}s per measurement, rounds={cfg['rounds']};"
         f" mix = 90% lookup, 5% register_nowait, 5% unregister_nowait;"
+        f" write = register_nowait + unregister_nowait;"
         f" load average (1 min) {env.get('loadavg_start')} -> {env.get('loadavg_end')}",
         "",
         "Total ops/s over all threads (median [min-max over rounds]); scaling vs 1 thread;"
