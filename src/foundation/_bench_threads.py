@@ -22,20 +22,22 @@ thread preempted while holding it stalls every other thread), so the
 threads' own CPU time (``time.thread_time``) is reported beside it: ops per
 CPU-second says whether an operation itself got dearer with more threads.
 
-Why threads do not scale here: on a CPython with the GIL (every CPython this
-machine can install: bookworm ships 3.11 and the registries offer no
-free-threaded build), only one thread runs Python bytecode at a time, and a
-lookup is a call made from bytecode, so N threads share one core's worth of
-lookups. Expect a scaling of about 1.0x or a little below (the GIL hand-off
-every ``sys.getswitchinterval()`` costs a few percent, and more threads than
-CPUs add context switches). What this measures under the GIL is that sharing
-a registry across threads costs nothing beyond that: no lock convoy on the
+Why threads do not scale under the GIL: on a CPython with the GIL, only one
+thread runs Python bytecode at a time, and a lookup is a call made from
+bytecode, so N threads share one core's worth of lookups. Expect a scaling
+of about 1.0x or a little below (the GIL hand-off every
+``sys.getswitchinterval()`` costs a few percent, and more threads than CPUs
+add context switches). What this measures under the GIL is that sharing a
+registry across threads costs nothing beyond that: no lock convoy on the
 read path (reads take no lock), no collapse under the write mix, and the
 table intact afterwards. On a free-threaded build (``Py_GIL_DISABLED``,
-``sys._is_gil_enabled() is False``) the same code would show real scaling:
-the native backend then runs each shard's reads and writes in that shard's
-critical section, so with partitions = CPUs lookups on different shards run
-in parallel. ``env.gil_enabled`` in the result says which case was measured.
+``sys._is_gil_enabled() is False``; ``tools/build_python313t.sh`` builds
+3.13t) threads run in parallel and the native backend runs each shard's
+reads and writes in that shard's critical section, so lookups on different
+shards do not wait for each other; there the ops per CPU-second column
+shows whether an operation gets dearer with more threads (contention), and
+wall-clock scaling needs idle CPUs. ``env.gil_enabled`` in the result says
+which case was measured; ``tools/threads_bench.py`` compares interpreters.
 """
 
 from __future__ import annotations
