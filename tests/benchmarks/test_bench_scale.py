@@ -156,6 +156,7 @@ def test_threads_tiny() -> None:
     assert "scaling" in table
     assert "lookup" in table
     assert "mix" in table
+    assert "write" in table
 
 
 def test_threads_bad_input() -> None:

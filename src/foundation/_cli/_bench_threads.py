@@ -4,12 +4,15 @@ N OS threads share one registry (default partitions, i.e. ``os.cpu_count()``
 shards) holding ``n`` entries (default 1e5) and for a fixed time run either
 
 * ``lookup``: ``registry.lookup(ns, name)`` over their own shuffled list of
-  stored keys, or
+  stored keys,
 * ``mix``: 90% lookups and 10% writes. The writes alternate
   ``register_nowait`` of a fresh key (each thread has its own, so threads
   never conflict) and ``unregister_nowait`` of that key, so the table keeps
   its size for the whole run; a unit is 900 lookups, 50 registrations and 50
-  unregistrations.
+  unregistrations, or
+* ``write``: only the mix's writes, ``register_nowait`` of 50 of the
+  thread's own fresh keys then ``unregister_nowait`` of each (a unit is 100
+  writes), so registrations per second are read on their own.
 
 The result is total operations per second over all threads, and the scaling
 against one thread (``ops/s(N) / ops/s(1)``); the python backend is measured
@@ -19,20 +22,22 @@ thread preempted while holding it stalls every other thread), so the
 threads' own CPU time (``time.thread_time``) is reported beside it: ops per
 CPU-second says whether an operation itself got dearer with more threads.
 
-Why threads do not scale here: on a CPython with the GIL (every CPython this
-machine can install: bookworm ships 3.11 and the registries offer no
-free-threaded build), only one thread runs Python bytecode at a time, and a
-lookup is a call made from bytecode, so N threads share one core's worth of
-lookups. Expect a scaling of about 1.0x or a little below (the GIL hand-off
-every ``sys.getswitchinterval()`` costs a few percent, and more threads than
-CPUs add context switches). What this measures under the GIL is that sharing
-a registry across threads costs nothing beyond that: no lock convoy on the
+Why threads do not scale under the GIL: on a CPython with the GIL, only one
+thread runs Python bytecode at a time, and a lookup is a call made from
+bytecode, so N threads share one core's worth of lookups. Expect a scaling
+of about 1.0x or a little below (the GIL hand-off every
+``sys.getswitchinterval()`` costs a few percent, and more threads than CPUs
+add context switches). What this measures under the GIL is that sharing a
+registry across threads costs nothing beyond that: no lock convoy on the
 read path (reads take no lock), no collapse under the write mix, and the
 table intact afterwards. On a free-threaded build (``Py_GIL_DISABLED``,
-``sys._is_gil_enabled() is False``) the same code would show real scaling:
-the native backend then runs each shard's reads and writes in that shard's
-critical section, so with partitions = CPUs lookups on different shards run
-in parallel. ``env.gil_enabled`` in the result says which case was measured.
+``sys._is_gil_enabled() is False``; ``tools/build_python313t.sh`` builds
+3.13t) threads run in parallel and the native backend runs each shard's
+reads and writes in that shard's critical section, so lookups on different
+shards do not wait for each other; there the ops per CPU-second column
+shows whether an operation gets dearer with more threads (contention), and
+wall-clock scaling needs idle CPUs. ``env.gil_enabled`` in the result says
+which case was measured; ``tools/threads_bench.py`` compares interpreters.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ __all__ = ["MODES", "THREAD_COUNTS", "format_threads_table", "run_threads"]
 #: Default thread counts of ``--threads``.
 THREAD_COUNTS: tuple[int, ...] = (1, 2, 4)
 #: The workloads, in table order.
-MODES: tuple[str, ...] = ("lookup", "mix")
+MODES: tuple[str, ...] = ("lookup", "mix", "write")
 
 Pair = tuple[str, str]
 Progress = Callable[[str], None]
@@ -98,6 +103,8 @@ class _Worker(threading.Thread):
             cpu0 = time.thread_time()
             if self.mode == "lookup":
                 self.ops = self._lookups()
+            elif self.mode == "write":
+                self.ops = self._writes()
             else:
                 self.ops = self._mix()
             self.cpu_s = time.thread_time() - cpu0
@@ -134,6 +141,22 @@ class _Worker(threading.Thread):
                 unregister(a, b)
             ops += len(reads[i]) + 2 * len(w)
             i = (i + 1) % len(reads)
+            j = (j + 1) % len(writes)
+        return ops
+
+    def _writes(self) -> int:
+        reg = self.registry
+        register, unregister = reg.register_nowait, reg.unregister_nowait
+        running, writes, v = self.running, self.writes, self.value
+        ops = 0
+        j = 0
+        while running[0]:
+            w = writes[j]
+            for a, b in w:
+                register(a, b, v)
+            for a, b in w:
+                unregister(a, b)
+            ops += 2 * len(w)
             j = (j + 1) % len(writes)
         return ops
 
@@ -317,7 +340,8 @@ def run_threads(
                 " loops over its own shuffled keys until a stop flag after duration_s;"
                 " ops/s = all threads' completed ops / wall time; median over rounds;"
                 f" mix = {_MIX_READS} lookups + {_MIX_WRITES} register_nowait +"
-                f" {_MIX_WRITES} unregister_nowait per unit; GC off"
+                f" {_MIX_WRITES} unregister_nowait per unit; write = the same"
+                f" {_MIX_WRITES} + {_MIX_WRITES} writes alone; GC off"
             ),
         },
         "results": results,
@@ -336,6 +360,7 @@ def format_threads_table(result: dict[str, Any]) -> str:
         f"foundation.registry.NATIVE = {env['NATIVE']}: {env['native_status']}",
         f"{cfg['n']:,} entries, {cfg['duration_s']}s per measurement, rounds={cfg['rounds']};"
         f" mix = 90% lookup, 5% register_nowait, 5% unregister_nowait;"
+        f" write = register_nowait + unregister_nowait;"
         f" load average (1 min) {env.get('loadavg_start')} -> {env.get('loadavg_end')}",
         "",
         "Total ops/s over all threads (median [min-max over rounds]); scaling vs 1 thread;"
