@@ -43,6 +43,7 @@ from ..errors import NodeUnreachable as NodeUnreachable
 from ..errors import UnknownParticipant as UnknownParticipant
 from ._etcd import EtcdCoordinator as EtcdCoordinator
 from ._etcd import open_etcd_coordinator as open_etcd_coordinator
+from ._etcd_lock import EtcdHeldLock as EtcdHeldLock
 from ._interface import Barrier as Barrier
 from ._interface import Coordinator as Coordinator
 from ._interface import Counter as Counter
@@ -82,6 +83,7 @@ __all__ = [
     "DuplicateVote",
     "Election",
     "EtcdCoordinator",
+    "EtcdHeldLock",
     "GroupMembership",
     "HeldLock",
     "Leader",
