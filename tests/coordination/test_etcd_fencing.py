@@ -47,6 +47,8 @@ TTL = 5
 MARGIN = 1.0
 #: Seconds between two reads of the hold's key by the observing client.
 POLL = 0.05
+#: Seconds a loaded machine may take to deliver the fence's cancellation to the block.
+SLACK = 0.5
 
 
 class CutProxy:
@@ -248,10 +250,10 @@ async def test_cut_off_holder_stops_before_its_lease_can_expire(
             with trio.fail_after(TTL + 5):
                 await poll.gone.wait()
     t_exit = times["exit"]
-    # Fenced at expires_at - margin (give the scheduler 0.2 s to deliver it) ...
-    assert times["expires_at"] - MARGIN <= t_exit < times["expires_at"] - MARGIN + 0.2
+    # Fenced at expires_at - margin (the scheduler may take a moment to deliver it) ...
+    assert times["expires_at"] - MARGIN <= t_exit < times["expires_at"] - MARGIN + SLACK
     # ... which is at most TTL - margin after the cut (the last renewal came before it),
-    assert t_exit - t_cut <= TTL - MARGIN + 0.2
+    assert t_exit - t_cut <= TTL - MARGIN + SLACK
     # ... and while the server still had the key: it went later, with the lease.
     assert t_exit < poll.last_present, (t_exit - t_cut, poll.last_present - t_cut)
     assert poll.first_gone is not None
