@@ -12,7 +12,10 @@ own, TTL 5 s):
 * by the one clock of this machine, no two holders are ever inside at once;
 * the lock's (election's) history is linearizable;
 * for elections, an observer on the majority side sees the new leader, and
-  the terms it sees only grow.
+  the terms it sees only grow; in the ``minority`` variant a second observer,
+  on the majority side but talking first to the stranded member (which stays
+  reachable, answers, and is told of nothing), must see the new leader too,
+  while the partition lasts.
 
 Variants: the holder's host is cut at the switch (``host``); the holder is
 stranded with a minority member (``minority``: it reaches only a member that
@@ -164,9 +167,17 @@ async def _holder_cut_off(lab: Lab, variant: str, what: str) -> None:
             return {"op": "lock", "lock": name, "tag": tag, "timeout": 60}
         return {"op": "campaign", "group": name, "candidate": f"{client.name}", "tag": tag}
 
-    observing = None
+    observers = []
     if what == "term":
-        observing = await o.send("observe", group=name, tag="obs")
+        observers.append(o)
+        if variant == "minority":
+            # On the majority side, but its coordinator talks first to the member
+            # that will be stranded with a.
+            (p,) = await lab.start_drivers("p")
+            await lab.open_coordinator(p, first=follower, ttl=TTL)
+            observers.append(p)
+    for observer in observers:
+        await observer.send("observe", group=name, tag="obs")
 
     reply_a1 = await a.send(**hold(a, "a1"))
     entered = await a.wait_event(lambda e: e.get("event") == entered_kind, 20)
@@ -182,6 +193,13 @@ async def _holder_cut_off(lab: Lab, variant: str, what: str) -> None:
     t_fault, undo = _fault(lab, variant, a, follower)
     b_in = await b.wait_event(lambda e: e.get("event") == entered_kind, 4 * TTL)
     assert b_in is not None, f"b never got in after a was cut off (fault at {t_fault:.3f})"
+    # Every observer sees b lead while the fault lasts (bounded: a second to
+    # notice, a second to fail over from a stranded member, and slack).
+    observed_b: dict[str, dict[str, Any] | None] = {}
+    for observer in observers:
+        observed_b[observer.name] = await observer.wait_event(
+            lambda e: e.get("event") == "leader" and e.get("term") == b_in["term"], 5.0
+        )
     t_undo = undo()
     await _wait_reply(reply_a1, 3 * TTL, "a's holder block")
     # a comes back: it queues again and gets in once b leaves.
@@ -196,9 +214,10 @@ async def _holder_cut_off(lab: Lab, variant: str, what: str) -> None:
     assert a2_in is not None, "a never got in again after healing"
     await a.call("release", tag="a2")
     await _wait_reply(reply_a2, 10, "a's second block")
-    if observing is not None:
+    if observers:
         await trio.sleep(0.5)
-        await o.call("release", tag="obs")
+        for observer in observers:
+            await observer.call("release", tag="obs")
 
     # ---- what happened -------------------------------------------------------------
     a_in = entered
@@ -259,15 +278,22 @@ async def _holder_cut_off(lab: Lab, variant: str, what: str) -> None:
         if not result.ok:
             problems.append(result.explain())
 
-    if what == "term":
-        leaders = o.find("leader", tag="obs")
+    for observer in observers:
+        leaders = observer.find("leader", tag="obs")
         terms = [e["term"] for e in leaders if e["term"] is not None]
         if any(y < x for x, y in itertools.pairwise(terms)):
-            problems.append(f"the observer saw terms go backwards: {terms}")
+            problems.append(f"observer {observer.name} saw terms go backwards: {terms}")
         if not any(e["candidate"] == "b" and e["term"] == token_b for e in leaders):
-            problems.append(f"the observer never saw b lead term {token_b}: {leaders}")
+            problems.append(f"observer {observer.name} never saw b lead term {token_b}: {leaders}")
+        seen = observed_b[observer.name]
+        if seen is None:
+            problems.append(
+                f"observer {observer.name} did not see b lead term {token_b} while the fault"
+                " lasted (5 s after b was elected)"
+            )
+        lag = "never" if seen is None else f"{seen['t'] - t_b_in:+.2f} s after it was elected"
         lab.notes.append(
-            "observer saw: "
+            f"observer {observer.name} saw b {lag}; all it saw: "
             + ", ".join(f"{e['candidate']}@{e['term']} (+{e['t'] - t_fault:.2f})" for e in leaders)
         )
     assert not problems, "\n".join(problems) + "\nholders:\n" + intervals_text(intervals)

@@ -24,6 +24,13 @@ leases); ``LocalCoordinator()`` alone does everything else.
   ``await coord.vote(...)``; ``coord.counter(name)``.
 * :class:`VectorClock` orders events across nodes.
 
+On etcd, every hold and campaign has a lease of its own, and a holder cut
+off from the cluster fences itself: its block is cancelled, and raises
+:class:`~foundation.errors.LockLost` / :class:`~foundation.errors.LeadershipLost`,
+a margin (``max(1 s, TTL/5)``) before etcd could expire that lease and let
+the next holder in (:class:`EtcdHeldLock`; the guarantee and its limits are
+in the coordination docs).
+
 Events go to :mod:`foundation.telemetry` as
 ``foundation.coordination.<primitive>.<event>`` (``lock``, ``semaphore``,
 ``rwlock``, ``membership``, ``election``, ``barrier``, ``consensus``, ``counter``)
@@ -43,6 +50,7 @@ from ..errors import NodeUnreachable as NodeUnreachable
 from ..errors import UnknownParticipant as UnknownParticipant
 from ._etcd import EtcdCoordinator as EtcdCoordinator
 from ._etcd import open_etcd_coordinator as open_etcd_coordinator
+from ._etcd_lock import EtcdHeldLock as EtcdHeldLock
 from ._interface import Barrier as Barrier
 from ._interface import Coordinator as Coordinator
 from ._interface import Counter as Counter
@@ -82,6 +90,7 @@ __all__ = [
     "DuplicateVote",
     "Election",
     "EtcdCoordinator",
+    "EtcdHeldLock",
     "GroupMembership",
     "HeldLock",
     "Leader",

@@ -59,9 +59,13 @@ class EtcdContext:
         self._shared_gate = trio.Lock()
         self._states: dict[Callable[[], Any], Any] = {}
 
-    async def open_session(self, what: str) -> Session:
-        """A fresh lease of its own, kept alive under :attr:`tasks` (``what``: for the logs)."""
-        return await Session.open(self.client, self.tasks, self.ttl, what)
+    async def open_session(self, what: str, *, fenced: bool = False) -> Session:
+        """A fresh lease of its own, kept alive under :attr:`tasks` (``what``: for the logs).
+
+        ``fenced``: the session is lost a margin before its lease can expire on
+        the server (every hold and campaign; see :mod:`._etcd_session`).
+        """
+        return await Session.open(self.client, self.tasks, self.ttl, what, fenced=fenced)
 
     async def shared_lease(self) -> int:
         """The coordinator's shared lease (barrier arrivals), granted again if it was lost."""

@@ -16,9 +16,12 @@ back before the campaign counts as won. A cancelled campaign revokes its
 lease (shielded) before it returns.
 
 While leading, the session's guard watches the leader key: a deletion (a
-``resign()`` from another task or process, ``etcdctl``) or the lease
-ending cancels the block, which raises :class:`LeadershipLost`; a
-``resign()`` from inside the block ends it quietly. Within one coordinator
+``resign()`` from another task or process, ``etcdctl``), the lease ending,
+or the session fencing itself (no keepalive acknowledged in time: a leader
+cut off from the cluster stops a margin before etcd could expire its lease
+and elect another, see :mod:`._etcd_session`) cancels the block, which
+raises :class:`LeadershipLost`; a ``resign()`` from inside the block ends
+it quietly. Within one coordinator
 a newly elected candidate also waits for the previous leader's block of the
 same group to exit, so two leaders' blocks never overlap in one process;
 across processes the term number is the fencing token.
@@ -34,7 +37,8 @@ from typing import TYPE_CHECKING
 import trio
 
 from .. import telemetry
-from ..errors import EtcdError, LeadershipLost
+from .._util import reraise_collapsed
+from ..errors import EtcdError, EtcdUnavailable, LeadershipLost
 from ..etcd import compare_create, op_delete, op_put, op_range
 from ._checks import check_name
 from ._etcd_reach import reaching, unreachable_as_node
@@ -181,7 +185,7 @@ class EtcdElection:
         task = trio.lowlevel.current_task()
         while True:
             session = await self._ctx.open_session(
-                f"election {self.group!r} candidate {candidate!r}"
+                f"election {self.group!r} candidate {candidate!r}", fenced=True
             )
             try:
                 key, term = await self._join(session, candidate)
@@ -312,15 +316,31 @@ class EtcdElection:
 
         Yields a :class:`Leader`, or None whenever nobody leads. Changes
         that happen while the consumer is not waiting are coalesced (it sees
-        the latest state). Each step opens a watch from the revision of the
-        last read and closes it before returning, so an abandoned iterator
-        holds no connection.
+        the latest state); terms only grow (every read is linearizable).
+        Each step opens a watch from the revision of the last read and
+        closes it before returning, so an abandoned iterator holds no
+        connection. While the watch is quiet the step also reads the leader
+        every second, so an observer whose member is cut off from the
+        majority (still answering, but no longer told of changes) moves to a
+        member that knows the new leader within about a second of it being
+        elected; a member that stops answering is left by the watch itself.
+
+        Raises:
+            NodeUnreachable: (from a step) no member could be reached.
         """
         return _LeaderObserver(self._ctx.client, self._name + "/")
 
 
+#: Seconds between the observer's own reads of the leader while its watch says
+#: nothing. A watch on a member cut off from its peers (stranded with a
+#: minority) stays open and silent, and answers its progress probes, until
+#: etcd cancels leaderless streams (several election timeouts later); the
+#: read is linearizable, so it fails over to a member that knows the leader.
+RECHECK_INTERVAL = 1.0
+
+
 class _LeaderObserver:
-    __slots__ = ("_client", "_first", "_last", "_queue", "_revision")
+    __slots__ = ("_client", "_first", "_last", "_queue", "_reading", "_revision")
 
     def __init__(self, client: EtcdClient, queue: str) -> None:
         self._client = client
@@ -328,6 +348,7 @@ class _LeaderObserver:
         self._first = True
         self._last: Leader | None = None
         self._revision = 0
+        self._reading = trio.Lock()
 
     def __aiter__(self) -> _LeaderObserver:
         return self
@@ -337,19 +358,47 @@ class _LeaderObserver:
         self._revision = result.header.revision
         return _leader_of(result.kvs)
 
+    async def _changed(self, found: list[Leader | None], done: trio.CancelScope) -> None:
+        """Read the leader; if it is not the last one yielded, record it and end the wait."""
+        async with self._reading:
+            if found:
+                return
+            current = await self._read()
+            if current != self._last:
+                found.append(current)
+                done.cancel()
+
+    async def _watch(self, found: list[Leader | None], done: trio.CancelScope) -> None:
+        changes = Changes(self._client, self._queue, prefix=True, start_revision=self._revision + 1)
+        try:
+            while True:
+                await changes.next()
+                await self._changed(found, done)
+        finally:
+            await changes.aclose()
+
+    async def _recheck(self, found: list[Leader | None], done: trio.CancelScope) -> None:
+        while True:
+            await trio.sleep(RECHECK_INTERVAL)
+            try:
+                await self._changed(found, done)
+            except EtcdUnavailable as exc:
+                # The watch decides when the cluster is out of reach; this only
+                # catches what a silent watch would miss.
+                logger.info("observing %r: reading the leader failed (%s)", self._queue, exc)
+
     @reaching
     async def __anext__(self) -> Leader | None:
         if self._first:
             self._first = False
             self._last = await self._read()
             return self._last
-        changes = Changes(self._client, self._queue, prefix=True, start_revision=self._revision + 1)
+        found: list[Leader | None] = []
         try:
-            while True:
-                await changes.next()
-                current = await self._read()
-                if current != self._last:
-                    self._last = current
-                    return current
-        finally:
-            await changes.aclose()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch, found, nursery.cancel_scope)
+                nursery.start_soon(self._recheck, found, nursery.cancel_scope)
+        except BaseExceptionGroup as group:
+            reraise_collapsed(group)
+        self._last = found[0]
+        return self._last

@@ -9,17 +9,20 @@ record; :class:`EtcdHoldHandle` is what ``coord.lock(...)``,
 :meth:`release` do the same by hand, one hold per task.
 
 While held, the block runs in a cancel scope the session's loss cancels
-(its lease ended, its key was deleted, a lock's ``ttl=`` ran out): leaving
-it then raises :class:`~foundation.errors.LockLost`, unless the block
-raised an error of its own, which wins. Releasing revokes the lease
-(shielded), which deletes the key.
+(its lease ended, its key was deleted, a lock's ``ttl=`` ran out, or the
+session fenced itself because no keepalive was acknowledged in time, a
+margin before etcd could expire the lease): leaving it then raises
+:class:`~foundation.errors.LockLost`, unless the block raised an error of
+its own, which wins. Releasing, or leaving a lost hold, revokes the lease
+(shielded, bounded by the client's timeout), which deletes the key when a
+member can be reached; otherwise etcd expires it.
 """
 
 from __future__ import annotations
 
 import logging
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import trio
 
@@ -70,6 +73,16 @@ class EtcdHold(HeldLockRecord):
         self._primitive = primitive  # telemetry: foundation.coordination.<primitive>.<event>
         self._meta = meta or {}
 
+    @property
+    def lease_id(self) -> int:
+        """The ID of the hold's own etcd lease (its key is bound to it).
+
+        Bind other keys to it (``lease=held.lease_id``) to make them live
+        exactly as long as the hold on the server: releasing revokes the
+        lease, and etcd expires it with the holder when it is cut off.
+        """
+        return self._session.lease_id
+
     def _emit(self, event: str, measurements: dict[str, float], **meta: Any) -> None:
         _emit(
             f"foundation.coordination.{self._primitive}.{event}",
@@ -119,7 +132,10 @@ class EtcdHold(HeldLockRecord):
             self._emit("release", {"token": self.token, "held": trio.current_time() - self.since})
 
 
-class EtcdHoldHandle:
+_H = TypeVar("_H", bound=EtcdHold)
+
+
+class EtcdHoldHandle(Generic[_H]):
     """A handle that takes holds of one name, one per task (see the module docstring).
 
     Subclasses implement :meth:`_acquire` (and may name the holder a
@@ -140,20 +156,20 @@ class EtcdHoldHandle:
         #: Seconds to wait in the queue, then :class:`~foundation.errors.LockTimeout`.
         self.timeout = timeout
         self._holder = holder
-        self._holds: dict[trio.lowlevel.Task, EtcdHold] = {}
-        self._scoped: dict[trio.lowlevel.Task, EtcdHold] = {}
+        self._holds: dict[trio.lowlevel.Task, _H] = {}
+        self._scoped: dict[trio.lowlevel.Task, _H] = {}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} timeout={self.timeout}>"
 
-    async def _acquire(self) -> EtcdHold:
+    async def _acquire(self) -> _H:
         raise NotImplementedError
 
     async def _current_holder(self) -> str | None:
         return None
 
     @reaching
-    async def acquire(self) -> EtcdHold:
+    async def acquire(self) -> _H:
         """Wait until the calling task holds it (FIFO, across every client of the cluster).
 
         ``timeout`` bounds the wait in the queue: joining it (a lease grant
@@ -184,7 +200,7 @@ class EtcdHoldHandle:
             raise not_holding(self.name, task, await self._current_holder(), self.kind)
         await hold.release()
 
-    async def __aenter__(self) -> EtcdHold:
+    async def __aenter__(self) -> _H:
         with unreachable_as_node():
             hold = await self._acquire()
         # The lease can end at any time: the block always runs in a scope

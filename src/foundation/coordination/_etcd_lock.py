@@ -23,8 +23,10 @@ across every client. A cancelled or timed-out acquire revokes its lease
 before it returns (shielded): that deletes the key, and unlike a plain
 delete it also stops a Lock request still in flight on the server from
 creating the key afterwards. Releasing revokes the lease the same way.
-While held, the session's guard watches the key: its lease ending or the
-key being deleted by anyone cancels the holder's block, which raises
+While held, the session's guard watches the key: its lease ending, the
+key being deleted by anyone, or the session fencing itself (no keepalive
+acknowledged in time: it stops a margin before etcd could expire the lease,
+see :mod:`._etcd_session`) cancels the holder's block, which raises
 :class:`LockLost`.
 """
 
@@ -62,6 +64,15 @@ class _Retry(Exception):
 class EtcdHeldLock(EtcdHold):
     """A held etcd lock (``async with coord.lock(name) as held``).
 
+    ``held.fencing_token`` (the key's create revision, strictly increasing
+    per lock) goes with every write the lock guards; ``held.lease_id`` is
+    the lock's own lease, to bind keys that must live exactly as long as the
+    hold. The holder's block is cancelled, and raises
+    :class:`~foundation.errors.LockLost`, when the lease ends, when the key
+    is deleted, or a margin before etcd could expire the lease because no
+    keepalive was acknowledged in time (see ``docs/coordination.rst``,
+    "Cut off from the cluster").
+
     Made by the coordinator; do not instantiate. Sync attributes never block.
     """
 
@@ -86,7 +97,7 @@ class EtcdHeldLock(EtcdHold):
         await super()._drop(why)
 
 
-class EtcdLock(EtcdHoldHandle):
+class EtcdLock(EtcdHoldHandle[EtcdHeldLock]):
     """A handle on one etcd lock name, as ``coord.lock(name, timeout)`` returns it.
 
     ``async with`` acquires on entry (FIFO, in create-revision order across
@@ -124,7 +135,7 @@ class EtcdLock(EtcdHoldHandle):
         deadline = math.inf if self.timeout is None else started + self.timeout
         lock_name = ctx.prefix + self.name
         while True:
-            session = await ctx.open_session(f"lock {self.name!r} ({who})")
+            session = await ctx.open_session(f"lock {self.name!r} ({who})", fenced=True)
             try:
                 key, token = await self._join(session, lock_name, who, deadline)
             except _Retry:

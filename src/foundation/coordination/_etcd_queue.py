@@ -59,7 +59,7 @@ def own_level(kvs: list[KeyValue], directory: bytes) -> list[KeyValue]:
     )
 
 
-class EtcdQueueHandle(EtcdHoldHandle):
+class EtcdQueueHandle(EtcdHoldHandle[EtcdHold]):
     """A handle whose holds are requests in an etcd queue (see the module docstring).
 
     Subclasses give the queue's directory (:attr:`_dir`), the request's JSON
@@ -108,7 +108,7 @@ class EtcdQueueHandle(EtcdHoldHandle):
         started = trio.current_time()
         deadline = math.inf if self.timeout is None else started + self.timeout
         while True:
-            session = await ctx.open_session(f"{self.kind} {self.name!r} ({who})")
+            session = await ctx.open_session(f"{self.kind} {self.name!r} ({who})", fenced=True)
             try:
                 key, token = await self._join(session, who, deadline)
             except Retry:

@@ -7,11 +7,30 @@ coordinator's :class:`~foundation.supervision.TaskSupervisor`, so a lock can
 be acquired in one call and released in another. A session is *lost* when
 its lease ends (keepalive answered TTL 0, or no member renewed it within
 its TTL), when its guarded key is deleted by anyone else (``etcdctl del``,
-a resign from another process), or when a lock's own ``ttl=`` runs out;
-``on_lost`` callbacks then run (they cancel the waiting RPC or the holder's
-block). Closing a session revokes its lease, which deletes every key bound
-to it and makes any later write with it fail, so a Lock or Campaign still
-in flight on the server can never create a key after the close.
+a resign from another process), when a lock's own ``ttl=`` runs out, or,
+for a *fenced* session, when it fences itself (below); ``on_lost``
+callbacks then run (they cancel the waiting RPC or the holder's block).
+Closing a session revokes its lease, which deletes every key bound to it
+and makes any later write with it fail, so a Lock or Campaign still in
+flight on the server can never create a key after the close.
+
+**Self-fencing.** A holder cut off from the cluster cannot learn that etcd
+expired its lease and let the next holder in; it has to stop on its own
+clock, first. etcd restarts a lease's TTL when it *receives* a keepalive,
+no earlier than the client sent it, so the lease lives on the server at
+least until :attr:`Lease.expires_at <foundation.etcd.Lease.expires_at>` =
+send time of the last acknowledged keepalive + the granted TTL. A fenced
+session (every lock, campaign, semaphore slot and read/write hold) is lost
+at ``expires_at - margin``, ``margin = max(1 s, TTL / 5)``
+(:attr:`Lease.margin <foundation.etcd.Lease.margin>`), unless a newer
+acknowledgement moved ``expires_at`` on first: its holder's block is
+cancelled then, before the server can have expired the lease, as long as
+the client's monotonic clock runs no slower than the server's by more than
+the margin over one TTL. Measured in the partition suite (TTL 5 s, a
+holder cut off at the switch or stranded with a minority member): without
+the margin the holder's block ended 0.02-0.47 s before the next holder got
+in, and once 0.05 s after its key was last seen on the server; with it,
+1.0-1.5 s before the next holder got in.
 
 :class:`Changes` waits for the next events under a key or prefix from a
 known revision, so a "read state, then wait for a change" loop never misses
@@ -79,12 +98,16 @@ class Session:
     Made by :meth:`open`; always :meth:`close` it (shielded; it revokes the lease).
     """
 
-    def __init__(self, client: EtcdClient, tasks: TaskSupervisor, ttl: int, what: str) -> None:
+    def __init__(
+        self, client: EtcdClient, tasks: TaskSupervisor, ttl: int, what: str, *, fenced: bool
+    ) -> None:
         self._client = client
         self._tasks = tasks
         self._ttl = ttl
         #: What the lease is for (logs, task names).
         self.what = what
+        #: Whether the session fences itself before its lease can expire on the server.
+        self.fenced = fenced
         self._lease: Lease | None = None
         #: Set once the session is lost (not when it is closed).
         self.lost = trio.Event()
@@ -98,6 +121,7 @@ class Session:
         self._closing = False
         self._timer = trio.CancelScope()
         self._guard_scope: trio.CancelScope | None = None
+        self._fence_scope = trio.CancelScope()
 
     def __repr__(self) -> str:
         lease = f"{self._lease.id:x}" if self._lease is not None else "-"
@@ -105,12 +129,17 @@ class Session:
         return f"<Session {self.what} lease={lease} {state}>"
 
     @classmethod
-    async def open(cls, client: EtcdClient, tasks: TaskSupervisor, ttl: int, what: str) -> Session:
+    async def open(
+        cls, client: EtcdClient, tasks: TaskSupervisor, ttl: int, what: str, *, fenced: bool = False
+    ) -> Session:
         """Grant a lease and keep it alive in a task of ``tasks``.
+
+        With ``fenced``, the session also fences itself (see the module
+        docstring) from the moment the lease is granted.
 
         Raises what the grant raised (``EtcdUnavailable``, ``EtcdAuthError``...).
         """
-        session = cls(client, tasks, ttl, what)
+        session = cls(client, tasks, ttl, what, fenced=fenced)
         tasks.start_soon(session._run, name=f"etcd-coordinator lease: {what}")
         try:
             await session._granted.wait()
@@ -121,12 +150,33 @@ class Session:
             raise session._error
         if session._lease is None:
             raise trio.ClosedResourceError(f"the etcd coordinator is closing: no lease for {what}")
+        if fenced:
+            tasks.start_soon(session._fence, name=f"etcd-coordinator fence: {what}")
         return session
 
     @property
-    def lease_id(self) -> int:
+    def lease(self) -> Lease:
+        """The session's lease (``expires_at``, ``margin``...); once granted."""
         assert self._lease is not None
-        return self._lease.id
+        return self._lease
+
+    @property
+    def lease_id(self) -> int:
+        return self.lease.id
+
+    async def _fence(self) -> None:
+        lease = self.lease
+        with self._fence_scope:
+            await lease.wait_expiring()
+            if lease.alive:
+                # No keepalive was acknowledged in time: the server may expire
+                # the lease within the margin. Stop first.
+                self.lose(
+                    f"it fenced itself: no keepalive of its lease {lease.id:x} was acknowledged"
+                    f" for {trio.current_time() - lease.renewed_at:.2f} s, and etcd may expire"
+                    f" it {max(lease.expires_at - trio.current_time(), 0.0):.2f} s from now"
+                    f" (TTL {lease.ttl} s, margin {lease.margin:g} s)"
+                )
 
     async def _run(self) -> None:
         try:
@@ -230,6 +280,7 @@ class Session:
         """
         self._closing = True
         self._callbacks.clear()
+        self._fence_scope.cancel()
         if self._guard_scope is not None:
             self._guard_scope.cancel()
         self._stop.set()
