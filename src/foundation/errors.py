@@ -41,7 +41,8 @@ catches ``LookupError`` or ``TypeError`` keeps working::
     │   ├── EtcdPermissionDenied       (+ PermissionError)
     │   ├── EtcdRequestError           (+ ValueError)
     │   ├── LeaseExpired
-    │   └── CompactedRevision
+    │   ├── CompactedRevision
+    │   └── MalformedRecord            (+ ValueError)
     └── ConfigError                    (+ ValueError)
 
 Errors carry their data as attributes (``err.key``, ``err.holder``) and pass
@@ -84,6 +85,7 @@ __all__ = [
     "LockLost",
     "LockNotHeld",
     "LockTimeout",
+    "MalformedRecord",
     "NodeUnreachable",
     "NotRegistered",
     "RegistryClosed",
@@ -833,3 +835,36 @@ class CompactedRevision(EtcdError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.message, self.code, self.endpoint, self.compact_revision))
+
+
+class MalformedRecord(EtcdError, ValueError):
+    """A record under the prefix does not decode: a foreign writer's, or nested too deep.
+
+    Raised by an etcd coordinator call that must read that one record (a
+    counter's value, a lock holder's entry); other names are unaffected. The
+    registry never raises it: it skips such records with a warning and
+    counts them (``health_check().details["foreign_skipped"]``). The library
+    reads back only JSON nested at most 64 levels deep, and refuses to write
+    anything deeper, so a record like this was written by someone else.
+    """
+
+    #: The etcd key of the record (None when not known).
+    key: bytes | None
+    #: Why it does not decode.
+    reason: str
+
+    def __init__(self, key: bytes | None, reason: str) -> None:
+        where = f" at {key[:120]!r}" if key is not None else ""
+        super().__init__(f"the record{where} cannot be read: {reason}")
+        self.args = (key, reason)
+        self.key = key
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.key, self.reason))
+
+    def __str__(self) -> str:
+        return (
+            f"etcd: {self.message}; it was not written by trio-foundation (or was changed"
+            " by another writer): delete or rewrite it"
+        )
