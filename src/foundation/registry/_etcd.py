@@ -6,23 +6,24 @@ is documented in ``docs/contract.rst`` ("Keys in etcd"); the encoding is
 
 * :mod:`._etcd_writes`: the write path, registrations queued and coalesced
   into batched txns;
-* :mod:`._etcd_mirror`: the read side, a local table (native when built)
-  kept current by a watch; its read methods ARE the backend's
-  (``backend.lookup is table.lookup``), so a lookup on etcd costs what it
-  costs locally, and its change events ARE the backend's events;
+* :mod:`._etcd_mirror` and :mod:`._etcd_watch`: the read side, a local
+  table (native when built) kept current by a watch; its read methods ARE
+  the backend's (``backend.lookup is table.lookup``), so a lookup on etcd
+  costs what it costs locally, and its change events ARE the backend's
+  events;
 * :mod:`._etcd_lease`: the lease, kept alive, replaced when lost, and this
   instance's entries put back under the new one.
 
 The other writes (unregister, update_metadata, join, leave...) are single
-etcd calls made here, each sent at once and shielded (bounded by the
-client's timeout), and applied to the table when etcd acknowledged them.
+etcd calls (:mod:`._etcd_writes` too), each sent at once and shielded
+(bounded by the client's timeout), and applied to the table when etcd
+acknowledged them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import time
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -31,7 +32,7 @@ import trio
 
 from .. import errors
 from .._util import reraise_collapsed
-from ..etcd import EtcdClient, EtcdSettings, RangeResult, compare_mod, op_delete, op_put, op_range
+from ..etcd import EtcdClient, EtcdSettings, RangeResult
 from ..etcd._connect import connection_keywords, resolve_settings, shared_client
 from . import _compat
 from ._backend import Backend
@@ -45,9 +46,11 @@ from ._etcd_codec import (
     encode_member_key,
     encode_owner,
 )
-from ._etcd_lease import MAX_TXN_OPS, LeaseKeeper
+from ._etcd_health import health
+from ._etcd_lease import LeaseKeeper
 from ._etcd_link import Link
-from ._etcd_mirror import Mirror, registration
+from ._etcd_mirror import Mirror
+from ._etcd_watch import Follower
 from ._etcd_writes import Pending, Writer
 from ._keys import check_owner, copy_metadata
 from ._query import Query
@@ -110,6 +113,7 @@ class EtcdBackend:
 
         self._link = link = Link(client, prefix, ttl)
         self._mirror = mirror = Mirror(link, table)
+        self._follower = Follower(link, mirror)
         self._keeper = keeper = LeaseKeeper(link, mirror)
         mirror.lease = keeper
         self._writer = Writer(link, mirror, keeper)
@@ -300,20 +304,7 @@ class EtcdBackend:
     async def aunregister(self, ns: Hashable, name: Hashable) -> bool:
         """Delete ``(ns, name)``; False if it was absent (or the registry is closed)."""
         key = encode_key(self._prefix, REG, ns, name)
-        return await self._delete_key(key)
-
-    async def _delete_key(self, key: bytes) -> bool:
-        """Delete one name or membership key (shielded once sent); False if absent or closed."""
-        link = self._link
-        if link.closed:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return False
-        with trio.CancelScope(shield=True):
-            result = await link.call(link.client.delete, key)
-            self._mirror.apply_delete(key, result.header.revision, ours=True)
-        if result.deleted:
-            self._writer.writes += 1
-        return result.deleted > 0
+        return await self._writer.delete_key(key)
 
     async def aupdate_metadata(
         self, ns: Hashable, name: Hashable, metadata: Mapping[Any, Any] | None
@@ -323,49 +314,12 @@ class EtcdBackend:
         Raises:
             NotRegistered, InvalidKey, InvalidMetadata, RegistryClosed, EtcdError
         """
-        link, mirror = self._link, self._mirror
-        if link.closed:
+        if self._link.closed:
             raise errors.RegistryClosed()
         md = copy_metadata(metadata)
         key = encode_key(self._prefix, REG, ns, name)
         encode_entry(key, None, md, None, self._id)  # JSON and size check before sending
-        release = mirror.hold([key])
-        try:
-            with trio.CancelScope(shield=True):
-                kvs = _kvs(await link.call(link.client.range, key))
-                for _ in range(20):
-                    holder = mirror.decode_or_none(kvs[0]) if kvs else None
-                    if holder is None:
-                        raise errors.NotRegistered((ns, name))
-                    raw, _, json_metadata = encode_entry(
-                        key, holder.value, md, holder.owner, holder.instance
-                    )
-                    result = await link.call(
-                        link.client.txn,
-                        [compare_mod(key, "==", kvs[0].mod_revision)],
-                        [op_put(key, raw, ignore_lease=True)],
-                        [op_range(key)],
-                    )
-                    if result.succeeded:
-                        entry = Decoded(
-                            False,
-                            ns,
-                            name,
-                            holder.value,
-                            json_metadata,
-                            holder.owner,
-                            holder.instance,
-                        )
-                        self._writer.writes += 1
-                        return mirror.apply_put(key, entry, result.revision) or registration(entry)
-                    kvs = _kvs(result.responses[0]) if result.responses else []
-        finally:
-            release()
-        raise errors.EtcdError(
-            f"update_metadata of {(ns, name)!r} lost 20 races in a row; try again",
-            None,
-            link.endpoint,
-        )
+        return await self._writer.update_metadata(key, ns, name, md)
 
     async def aunregister_owner(self, owner: Hashable) -> int:
         """Delete every name and membership this instance wrote with ``owner``; how many.
@@ -381,22 +335,7 @@ class EtcdBackend:
         if not keys:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return 0
-        removed = await self._delete_keys(keys)
-        self._writer.writes += removed
-        return removed
-
-    async def _delete_keys(self, keys: list[bytes]) -> int:
-        """Delete ``keys`` (at most MAX_TXN_OPS per txn), shielded; how many were there."""
-        link = self._link
-        removed = 0
-        with trio.CancelScope(shield=True):
-            for start in range(0, len(keys), MAX_TXN_OPS):
-                chunk = keys[start : start + MAX_TXN_OPS]
-                result = await link.call(link.client.txn, [], [op_delete(k) for k in chunk])
-                for key, response in zip(chunk, result.responses, strict=False):
-                    self._mirror.apply_delete(key, result.revision, ours=True)
-                    removed += getattr(response, "deleted", 0)
-        return removed
+        return await self._writer.delete_keys(keys, count=True)
 
     def _member(
         self, ns: Any, group: Any, value: Any, metadata: Mapping[Any, Any] | None, owner: Any
@@ -408,18 +347,6 @@ class EtcdBackend:
         key = encode_member_key(self._prefix, ns, group, canonical)
         raw, json_value, json_metadata = encode_entry(key, json_value, md, owner, self._id)
         return key, raw, Decoded(True, ns, group, json_value, json_metadata, owner, self._id)
-
-    async def _put_member(self, key: bytes, raw: bytes, entry: Decoded) -> Registration:
-        mirror = self._mirror
-        release = mirror.hold([key])
-        try:
-            with trio.CancelScope(shield=True):
-                result, lease_id = await self._keeper.put_with_lease(key, raw)
-                reg = mirror.apply_put(key, entry, result.header.revision, lease_id)
-        finally:
-            release()
-        self._writer.writes += 1
-        return reg or registration(entry)
 
     async def ajoin(
         self,
@@ -436,7 +363,7 @@ class EtcdBackend:
         """
         if self._link.closed:
             raise errors.RegistryClosed()
-        return await self._put_member(*self._member(ns, group, value, metadata, owner))
+        return await self._writer.put_member(*self._member(ns, group, value, metadata, owner))
 
     async def aleave(self, ns: Hashable, group: Hashable, value: Any) -> bool:
         """Remove ``value`` from group ``(ns, group)``; False if it was not a member."""
@@ -447,7 +374,7 @@ class EtcdBackend:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return False  # not JSON (or nested too deep): cannot be a member
         key = encode_member_key(self._prefix, ns, group, canonical)
-        return await self._delete_key(key)
+        return await self._writer.delete_key(key)
 
     async def sync(self) -> None:
         """Wait until the table reflects every write to the prefix made before this call.
@@ -461,7 +388,7 @@ class EtcdBackend:
         once (the view is final).
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        link, mirror = self._link, self._mirror
+        link, mirror, follower = self._link, self._mirror, self._follower
         if link.closed:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
@@ -470,9 +397,9 @@ class EtcdBackend:
             self._keeper.sync_key, str(next(self._sync_seq))
         )
         target = result.header.revision
-        await mirror.wait_applied(target)
+        await follower.wait_applied(target)
         await mirror.wait_settled(target)
-        mirror.confirm(started)
+        follower.confirm(started)
 
     async def aload(
         self, registrations: Sequence[Registration], memberships: Sequence[Registration]
@@ -498,12 +425,12 @@ class EtcdBackend:
                 if isinstance(item.result, BaseException):
                     raise item.result
         for key, raw, entry in members:
-            await self._put_member(key, raw, entry)
+            await self._writer.put_member(key, raw, entry)
         await trio.lowlevel.checkpoint()
 
     async def adiscard(self) -> int:
         """Delete every entry this instance wrote (undoing a failed ``aload``); how many."""
-        return await self._delete_keys(list(self._mirror.mine))
+        return await self._writer.delete_keys(list(self._mirror.mine))
 
     # ------------------------------------------------------- events, admin
 
@@ -541,57 +468,9 @@ class EtcdBackend:
         lost lease), None while it is known current: reads keep answering
         from the view either way, and staleness alone keeps ``ok`` true.
         ``details["foreign_skipped"]`` counts records under the prefix this
-        registry could not read and skipped.
+        registry could not read and skipped. See :func:`._etcd_health.health`.
         """
-        link, mirror, keeper = self._link, self._mirror, self._keeper
-        lease = keeper.lease
-        stale = mirror.stale_since()
-        now = trio.current_time()
-        stale_wall = None if stale is None else time.time() - (now - stale)
-        details: dict[str, Any] = {
-            "endpoint": link.endpoint,
-            "prefix": self.prefix,
-            "instance": self._id,
-            "lease_id": lease.id if lease is not None else 0,
-            "lease_ttl": link.ttl,
-            "lease_losses": keeper.losses,
-            "watch_revision": mirror.applied,
-            "entries_owned": len(mirror.mine),
-            "entries_to_put_back": keeper.unbound(),
-            "conflicts": mirror.conflicts,
-            "stale_since": stale_wall,
-            "watch_moves": mirror.watch_moves,
-            "foreign_skipped": mirror.foreign,
-            "last_foreign_key": mirror.foreign_last,
-            "last_error": repr(link.last_error) if link.last_error is not None else None,
-        }
-        problems = []
-        if link.closed:
-            problems.append("closed")
-        else:
-            if not keeper.ready:
-                cause = keeper.error
-                problems.append(
-                    "lease lost"
-                    + (f" ({cause.message})" if cause is not None else "")
-                    + "; re-establishing"
-                )
-            if mirror.watch_error is not None:
-                problems.append(f"watch down ({mirror.watch_error})")
-            if link.unavailable is not None:
-                problems.append(f"etcd unavailable ({link.unavailable})")
-        summary = (
-            f"{self.count()} registrations, lease {details['lease_id']:x},"
-            f" watch at revision {mirror.applied}, via {details['endpoint']}"
-        )
-        if stale is not None:
-            summary += f", view may be stale since {now - stale:.1f} s ago"
-        if keeper.losses:
-            summary += f", lease lost {keeper.losses} time(s)"
-        if mirror.foreign:
-            summary += f", {mirror.foreign} foreign record(s) skipped"
-        detail = "; ".join([*problems, summary])
-        return Health(ok=not problems, backend=self.name, detail=detail, details=details)
+        return health(self._link, self._mirror, self._follower, self._keeper)
 
     def close(self) -> None:
         """Refuse further writes and stop the background tasks (the lease is revoked).
@@ -605,6 +484,7 @@ class EtcdBackend:
         link.closed = True
         self._writer.close()
         self._mirror.close()
+        self._follower.close()
         self._keeper.close()
         self._scope.cancel()
         self._table.close()
@@ -618,17 +498,19 @@ class EtcdBackend:
 
     async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Load, get a lease, then keep watching, flushing and renewing until closed."""
-        mirror, keeper = self._mirror, self._keeper
+        follower, keeper = self._follower, self._keeper
         try:
             with self._scope:
                 async with trio.open_nursery() as nursery:
-                    revision = await mirror.resync()
+                    revision = await follower.resync()
                     await nursery.start(keeper.run)
-                    nursery.start_soon(mirror.watch_loop, revision + 1, name="etcd registry watch")
+                    nursery.start_soon(
+                        follower.watch_loop, revision + 1, name="etcd registry watch"
+                    )
                     nursery.start_soon(self._writer.flusher, name="etcd registry flusher")
                     nursery.start_soon(keeper.check_loop, name="etcd registry suspects")
                     nursery.start_soon(
-                        mirror.probe_loop, keeper.sync_key, name="etcd registry freshness"
+                        follower.probe_loop, keeper.sync_key, name="etcd registry freshness"
                     )
                     task_status.started()
         finally:

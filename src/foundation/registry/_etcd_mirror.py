@@ -1,9 +1,9 @@
 """The etcd backend's read side: a local table kept equal to the prefix by a watch.
 
 The table (native when built) is filled by a range of the whole prefix at
-one revision, then kept current by a watch from the revision after it. A
-compacted watch is answered by ranging again and applying the difference; a
-broken one resumes from the revision after its last event. Every entry in
+one revision, then kept current by a watch from the revision after it
+(:mod:`._etcd_watch`); after a compaction the difference to a new range is
+applied (:meth:`Mirror.diff_apply`). Every entry in
 the table is recorded as ``key -> mod_revision``, which makes the watch's
 echo of this instance's own writes, and any event older than what the table
 holds, a no-op; a delete newer than anything known leaves a *tomb*, so a
@@ -26,19 +26,13 @@ event and ``foundation.registry.conflict`` telemetry. A delete of an entry
 bound to the lease that seems alive is a *suspect* until a keepalive tells
 a deliberate delete (dropped now) from a lease that just ended (an orphan).
 
-**Fresh or stale.** ``confirmed_at`` is the last moment the view was known
-to hold everything the cluster had acknowledged: a ``sync()`` that
-returned, or a probe (a linearizable read of the cluster's revision, then a
-progress request on the watch). A watch on a member that cannot keep up (cut
-off with a minority, or stalled) is moved to another member after the
-client's per-attempt deadline; meanwhile reads keep answering from the view,
-and ``stale_since`` says since when it may be stale.
+The watch that feeds the table, and how fresh the view is, are
+:mod:`._etcd_watch`'s.
 """
 
 from __future__ import annotations
 
 import heapq
-import math
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from operator import attrgetter
 from types import MappingProxyType
@@ -47,20 +41,15 @@ from typing import Any, Protocol
 import trio
 
 from .. import errors, telemetry
-from ..etcd import KeyValue, RangeResult, Watch, prefix_end
+from ..etcd import KeyValue
 from ._backend import Backend
 from ._etcd_codec import CLUSTER, SYNC, Decoded, decode_entry, decode_key
 from ._etcd_link import Link, logger
 from ._keys import same_owner
 from ._types import EMPTY_METADATA, Registration
 
-__all__ = ["PROBE_INTERVAL", "LeaseState", "Mirror", "registration"]
+__all__ = ["LeaseState", "Mirror", "registration"]
 
-#: Keys per page of a range of the whole prefix.
-RANGE_PAGE = 1000
-#: Seconds between probes of the view's freshness (skipped while something
-#: else, such as a ``sync()``, confirmed it more recently).
-PROBE_INTERVAL = 1.0
 #: Tombs kept before the ones the watch has passed are pruned.
 MAX_TOMBS = 4096
 
@@ -120,22 +109,11 @@ class Mirror:
 
         self.applied = 0  # highest revision the table reflects
         self._sync_waiters: list[tuple[int, int, trio.Event]] = []
-        self.progress_revision = 0
-        self._progress = trio.Event()
 
         self.foreign = 0
         self.foreign_last: str | None = None
-
-        self.watch_error: errors.EtcdError | None = None
-        self.watch_moves = 0
-        self._watch: Watch | None = None
-        self._watch_scope: trio.CancelScope | None = None
-        self._watch_opened_at = -math.inf
-        #: trio time the view was last known to hold everything acknowledged
-        self.confirmed_at = trio.current_time()
         #: trio time the lease was lost (own entries may be gone), None while bound
         self.lease_lost_at: float | None = None
-        self.stale_after = PROBE_INTERVAL + link.attempt_window + 1.0
 
     # ------------------------------------------------------------ applying
 
@@ -431,130 +409,16 @@ class Mirror:
             self.foreign,
         )
 
-    # ------------------------------------------------------ loading, watching
+    # ------------------------------------------------------ sync
 
-    async def range_all(self) -> tuple[int, list[KeyValue]]:
-        """Every key under the prefix, paginated at one revision."""
-        link = self.link
-        start = link.raw_prefix
-        end = prefix_end(link.raw_prefix)
-        revision = 0
-        kvs: list[KeyValue] = []
-        while True:
-            result: RangeResult = await link.call(
-                link.client.range, start, range_end=end, revision=revision, limit=RANGE_PAGE
-            )
-            if not revision:
-                revision = result.header.revision
-            kvs.extend(result.kvs)
-            if not result.more or not result.kvs:
-                return revision, kvs
-            start = result.kvs[-1].key + b"\0"
-
-    async def resync(self) -> int:
-        started = trio.current_time()
-        revision, kvs = await self.range_all()
-        self.diff_apply(kvs, revision)
-        self.confirm(started)
-        return revision
-
-    async def watch_loop(self, start_revision: int) -> None:
-        """Keep the table current until cancelled; reopen, resync, back off as needed."""
-        link = self.link
-        next_revision = start_revision
-        need_resync = False
-        delay = 0.05
-        while True:
-            try:
-                if need_resync:
-                    next_revision = await self.resync() + 1
-                    need_resync = False
-                    self.watch_error = None  # the view is current again
-                with trio.CancelScope() as scope:
-                    async with link.client.watch(
-                        link.raw_prefix, prefix=True, start_revision=next_revision
-                    ) as watch:
-                        self._watch, self._watch_scope = watch, scope
-                        self._watch_opened_at = trio.current_time()
-                        async for response in watch:
-                            if response.events:
-                                self.apply_events(response.events)
-                            else:  # a progress notification we asked for
-                                self._progressed(response.revision)
-                            next_revision = watch.next_revision
-                            self.watch_error = None
-                            delay = 0.05
-                self._watch = self._watch_scope = None
-                if scope.cancelled_caught:
-                    continue  # moved on purpose: reopen at once
-            except errors.CompactedRevision as exc:
-                logger.info("etcd registry %s: %s; reading the prefix again", link.prefix, exc)
-                need_resync = True
-                continue
-            except errors.EtcdError as exc:
-                # Unavailable (every member tried), or refused (auth, a watch
-                # cancelled by etcd): keep trying, degraded, from where it was.
-                self.watch_error = exc
-                link.last_error = exc
-                if isinstance(exc, errors.EtcdUnavailable):
-                    link.unavailable = exc
-                    logger.info("etcd registry %s: watch down (%s); retrying", link.prefix, exc)
-                else:
-                    logger.warning(
-                        "etcd registry %s: watch failed (%s); retrying", link.prefix, exc
-                    )
-            finally:
-                self._watch = self._watch_scope = None
-            await trio.sleep(delay)
-            delay = min(delay * 2, 2.0)
-
-    def move_watch(self, why: str) -> None:
-        """The watch's member lags behind the cluster: reopen the watch (on the current endpoint).
-
-        At most once per per-attempt deadline, so a burst of ``sync()`` calls
-        moves it once. The current endpoint is the one that just answered the
-        write or read whose revision the watch did not show.
-        """
-        scope = self._watch_scope
-        now = trio.current_time()
-        if scope is None or now - self._watch_opened_at < self.link.attempt_window:
-            return
-        self.watch_moves += 1
-        logger.info("etcd registry %s: moving its watch (%s)", self.link.prefix, why)
-        telemetry.emit(
-            "foundation.registry.watch.moved",
-            {"moves": float(self.watch_moves)},
-            {"prefix": self.link.prefix, "reason": why},
-        )
-        self._watch_opened_at = now
-        scope.cancel()
-
-    def _progressed(self, revision: int) -> None:
-        if revision > self.progress_revision:
-            self.progress_revision = revision
-        self._progress.set()
-        self._progress = trio.Event()
-
-    # ------------------------------------------------------ sync, freshness
-
-    async def wait_applied(self, target: int) -> None:
-        """Wait until the table reflects revision ``target``; move a watch that lags.
-
-        Raises:
-            RegistryClosed: closed while waiting.
-        """
-        if self.applied >= target:
-            return
+    def add_waiter(self, target: int) -> trio.Event:
+        """An event set once the table reflects revision ``target`` (or the mirror closes)."""
         event = trio.Event()
-        heapq.heappush(self._sync_waiters, (target, id(event), event))
-        window = self.link.attempt_window
-        while not event.is_set():
-            with trio.move_on_after(window):
-                await event.wait()
-            if not event.is_set():
-                self.move_watch(f"revision {target} not delivered within {window:g} s")
-        if self.applied < target:
-            raise errors.RegistryClosed()
+        if self.applied >= target:
+            event.set()
+        else:
+            heapq.heappush(self._sync_waiters, (target, id(event), event))
+        return event
 
     async def wait_settled(self, target: int) -> None:
         """Wait until no delete of an own entry up to ``target`` is still being told apart."""
@@ -567,55 +431,6 @@ class Mirror:
         self.suspects_changed.set()
         self.suspects_changed = trio.Event()
 
-    def confirm(self, at: float) -> None:
-        """The view held everything the cluster acknowledged before trio time ``at``."""
-        if at > self.confirmed_at:
-            self.confirmed_at = at
-
-    async def probe_loop(self, probe_key: bytes) -> None:
-        """Confirm the view is current every PROBE_INTERVAL s (move a watch that lags)."""
-        link = self.link
-        while True:
-            await trio.sleep_until(max(self.confirmed_at, trio.current_time()) + PROBE_INTERVAL)
-            if trio.current_time() - self.confirmed_at < PROBE_INTERVAL:
-                continue  # something else confirmed it meanwhile
-            started = trio.current_time()
-            try:
-                # A linearizable read: the cluster's revision now (a key of
-                # our own, so a user confined to the prefix may read it).
-                result = await link.client.range(probe_key, count_only=True)
-            except errors.EtcdError as exc:
-                link.last_error = exc
-                continue
-            target = result.header.revision
-            if await self._progress_reaches(target):
-                self.confirm(started)
-
-    async def _progress_reaches(self, target: int) -> bool:
-        window = self.link.attempt_window
-        deadline = trio.current_time() + window
-        while max(self.applied, self.progress_revision) < target:
-            watch = self._watch
-            now = trio.current_time()
-            if now >= deadline or self.link.closed:
-                self.move_watch(f"no progress to revision {target} within {window:g} s")
-                return False
-            if watch is not None:
-                watch.request_progress()
-            with trio.move_on_at(min(deadline, now + 0.25)):
-                await self._progress.wait()
-        return True
-
-    def stale_since(self) -> float | None:
-        """Trio time since which the view may be stale, or None while it is known current."""
-        causes = []
-        now = trio.current_time()
-        if self.watch_error is not None or now - self.confirmed_at > self.stale_after:
-            causes.append(self.confirmed_at)
-        if self.lease_lost_at is not None:
-            causes.append(self.lease_lost_at)
-        return min(causes) if causes else None
-
     # ------------------------------------------------------------- close
 
     def close(self) -> None:
@@ -623,7 +438,6 @@ class Mirror:
             event.set()
         self._sync_waiters.clear()
         self._suspects_changed()
-        self._progress.set()
 
     def hold(self, keys: Iterable[bytes]) -> Callable[[], None]:
         """Keep the tombs of ``keys`` while a write to them is in flight; returns the release."""

@@ -1,5 +1,8 @@
 """The etcd backend's write path: registrations queued, coalesced and sent in batched txns.
 
+(The other writes, single etcd calls, are at the end: :meth:`Writer.delete_key`,
+:meth:`Writer.update_metadata`, :meth:`Writer.put_member`.)
+
 Concurrent ``register()`` calls are queued and coalesced by a flusher task
 into one txn of up to 100 create-if-absent puts (etcd allows 128 operations
 and 1.5 MiB per txn), built with the client's own compare and op builders,
@@ -20,13 +23,23 @@ from __future__ import annotations
 
 import copy
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 import trio
 
 from .. import errors
-from ..etcd import Compare, Op, RangeResult, compare_create, compare_mod, op_put, op_range
-from ._etcd_codec import Decoded, reencode
+from ..etcd import (
+    Compare,
+    Op,
+    RangeResult,
+    compare_create,
+    compare_mod,
+    op_delete,
+    op_put,
+    op_range,
+)
+from ._etcd_codec import Decoded, encode_entry, reencode
 from ._etcd_lease import MAX_TXN_OPS, LeaseKeeper
 from ._etcd_link import Link, logger
 from ._etcd_mirror import Mirror, registration
@@ -328,3 +341,98 @@ class Writer:
             taken = registration(holder) if holder is not None else None
             item.result = errors.AlreadyRegistered((entry.ns, entry.name), taken)
         return retry
+
+    # -- the other writes: one etcd call each, shielded once sent -------------------------
+    async def delete_key(self, key: bytes) -> bool:
+        """Delete one name or membership key; False if absent or closed."""
+        link = self.link
+        if link.closed:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return False
+        with trio.CancelScope(shield=True):
+            result = await link.call(link.client.delete, key)
+            self.mirror.apply_delete(key, result.header.revision, ours=True)
+        if result.deleted:
+            self.writes += 1
+        return result.deleted > 0
+
+    async def delete_keys(self, keys: list[bytes], *, count: bool = False) -> int:
+        """Delete ``keys`` (at most MAX_TXN_OPS per txn); how many were there.
+
+        ``count``: add them to :attr:`writes`.
+        """
+        link = self.link
+        removed = 0
+        with trio.CancelScope(shield=True):
+            for start in range(0, len(keys), MAX_TXN_OPS):
+                chunk = keys[start : start + MAX_TXN_OPS]
+                result = await link.call(link.client.txn, [], [op_delete(k) for k in chunk])
+                for key, response in zip(chunk, result.responses, strict=False):
+                    self.mirror.apply_delete(key, result.revision, ours=True)
+                    removed += getattr(response, "deleted", 0)
+        if count:
+            self.writes += removed
+        return removed
+
+    async def update_metadata(
+        self, key: bytes, ns: Any, name: Any, metadata: Mapping[Any, Any]
+    ) -> Registration:
+        """Replace the metadata at ``key`` (a CAS on its mod_revision, read again on failure).
+
+        The entry keeps its value, owner, instance and lease, whoever wrote it.
+        """
+        link, mirror = self.link, self.mirror
+        release = mirror.hold([key])
+        try:
+            with trio.CancelScope(shield=True):
+                kvs = _kvs(await link.call(link.client.range, key))
+                for _ in range(20):
+                    holder = mirror.decode_or_none(kvs[0]) if kvs else None
+                    if holder is None:
+                        raise errors.NotRegistered((ns, name))
+                    raw, _, json_metadata = encode_entry(
+                        key, holder.value, metadata, holder.owner, holder.instance
+                    )
+                    result = await link.call(
+                        link.client.txn,
+                        [compare_mod(key, "==", kvs[0].mod_revision)],
+                        [op_put(key, raw, ignore_lease=True)],
+                        [op_range(key)],
+                    )
+                    if result.succeeded:
+                        entry = Decoded(
+                            False,
+                            ns,
+                            name,
+                            holder.value,
+                            json_metadata,
+                            holder.owner,
+                            holder.instance,
+                        )
+                        self.writes += 1
+                        return mirror.apply_put(key, entry, result.revision) or registration(entry)
+                    kvs = _kvs(result.responses[0]) if result.responses else []
+        finally:
+            release()
+        raise errors.EtcdError(
+            f"update_metadata of {(ns, name)!r} lost 20 races in a row; try again",
+            None,
+            link.endpoint,
+        )
+
+    async def put_member(self, key: bytes, raw: bytes, entry: Decoded) -> Registration:
+        """Put a group member, bound to the live lease (join: new, or its metadata again)."""
+        mirror = self.mirror
+        release = mirror.hold([key])
+        try:
+            with trio.CancelScope(shield=True):
+                result, lease_id = await self.keeper.put_with_lease(key, raw)
+                reg = mirror.apply_put(key, entry, result.header.revision, lease_id)
+        finally:
+            release()
+        self.writes += 1
+        return reg or registration(entry)
+
+
+def _kvs(response: object) -> list[Any]:
+    return response.kvs if isinstance(response, RangeResult) else []
