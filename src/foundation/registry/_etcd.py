@@ -512,6 +512,7 @@ class EtcdBackend:
                     nursery.start_soon(
                         follower.probe_loop, keeper.sync_key, name="etcd registry freshness"
                     )
+                    self._link.started = True
                     task_status.started()
         finally:
             self._stopped.set()

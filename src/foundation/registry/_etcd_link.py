@@ -43,6 +43,9 @@ class Link:
         #: This instance's id: written into every entry as ``"i"``.
         self.instance_id = uuid.uuid4().hex
         self.closed = False
+        #: Set once the backend is open: before that, a call is not sent twice,
+        #: so an unreachable cluster fails ``open`` within one timeout.
+        self.started = False
         self.last_error: BaseException | None = None
         #: The last EtcdUnavailable of a call; cleared by the next call that succeeds.
         self.unavailable: errors.EtcdError | None = None
@@ -65,7 +68,7 @@ class Link:
             except errors.EtcdUnavailable as exc:
                 self.unavailable = exc
                 self.last_error = exc
-                if attempt == 2 or self.closed:
+                if attempt == 2 or self.closed or not self.started:
                     raise
                 logger.info("etcd registry %s: %s; trying once more", self.prefix, exc)
                 continue

@@ -33,11 +33,12 @@ import math
 import trio
 
 from .. import errors, telemetry
-from ..etcd import KeyValue, RangeResult, Watch, prefix_end
+from ..etcd import EtcdClient, KeyValue, RangeResult, Watch, prefix_end
+from ._backend import Backend
 from ._etcd_link import Link, logger
 from ._etcd_mirror import Mirror
 
-__all__ = ["PROBE_INTERVAL", "Follower"]
+__all__ = ["PROBE_INTERVAL", "Follower", "read_prefix"]
 
 #: Keys per page of a range of the whole prefix.
 RANGE_PAGE = 1000
@@ -246,3 +247,20 @@ class Follower:
 
     def close(self) -> None:
         self._progress.set()
+
+
+async def read_prefix(client: EtcdClient, prefix: str, table: Backend) -> tuple[int, int]:
+    """Fill ``table`` with what the etcd registry under ``prefix`` holds now, read-only.
+
+    One paginated range at one revision, decoded as a registry instance
+    decodes it (foreign records skipped and counted, ``sync/`` and
+    ``cluster/`` passed over), without a lease, a keepalive or a watch:
+    nothing is written. Returns ``(revision read, records skipped)``.
+    """
+    link = Link(client, prefix, 1)
+    link.started = True  # a read may be sent twice
+    mirror = Mirror(link, table)
+    follower = Follower(link, mirror)
+    revision, kvs = await follower.range_all()
+    mirror.diff_apply(kvs, revision)
+    return revision, mirror.foreign
