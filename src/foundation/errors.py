@@ -787,9 +787,11 @@ class EtcdRequestError(EtcdError, ValueError):
 class LeaseExpired(EtcdError):
     """A lease ended (its TTL ran out or it was revoked) while it was still needed.
 
-    Everything written with that lease is gone from etcd. The registry
-    re-registers its entries under a new lease or closes; watchers get this
-    error so they re-read their view.
+    Everything written with that lease is gone from etcd. The etcd registry
+    does not raise it to its watchers: it puts its entries back under a new
+    lease (``health_check()`` says it is doing so); a write that waited too
+    long for that new lease raises it. Lock and election holders get
+    ``LockLost``/``LeadershipLost`` instead.
     """
 
     #: The lease ID.
@@ -808,7 +810,7 @@ class LeaseExpired(EtcdError):
     def __str__(self) -> str:
         return (
             f"etcd lease {self.lease_id:x} expired: {self.message}; keys written with it"
-            " are gone (the registry re-registers or closes)"
+            " are gone (a registry puts its entries back under a new lease)"
         )
 
 

@@ -11,7 +11,7 @@ One documented encoding, so any process (or ``etcdctl``) reads the same keys:
   one member as they are locally). The key stays short however big the value.
 * ``sync()`` sentinels live under ``prefix + "sync/"``.
 * ``prefix + "cluster/"`` is reserved for the distributed supervisor
-  (:mod:`foundation.cluster`), which keeps its own keys there: the registry
+  (``foundation.cluster``), which keeps its own keys there: the registry
   neither reads nor counts them.
 * The etcd value is the JSON object ``{"v": value, "m": metadata,
   "o": owner, "i": instance}``; ``i`` is the id of the registry instance
