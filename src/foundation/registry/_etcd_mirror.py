@@ -76,7 +76,7 @@ def registration(entry: Decoded) -> Registration:
 
 
 class Mirror:
-    """The local table, the watch that feeds it, and this instance's own entries."""
+    """The local table, how it is updated, and which of its entries are this instance's."""
 
     def __init__(self, link: Link, table: Backend) -> None:
         self.link = link
