@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from foundation import errors, telemetry
 from foundation.etcd import EtcdClient, open_etcd_client
@@ -187,3 +188,46 @@ async def test_a_delete_by_someone_else_is_applied_after_the_lease_checks_out(
         # deleted on purpose: never put back
         assert a.health_check().details["entries_owned"] == 1
         assert await etcd.get(prefix + 'reg/["svc","x"]') is None
+
+
+async def test_unregister_during_a_put_back_waits_for_it_and_wins(
+    open_instance: Any, etcd: EtcdClient, prefix: str
+) -> None:
+    async with open_instance() as a:
+        await a.register("svc", "x", 1)
+        real_txn = a.backend.client.txn
+        putting_back = trio.Event()
+        go_on = trio.Event()
+
+        async def slow_put_back(*args: Any, **kwargs: Any) -> Any:
+            failure = args[2] if len(args) > 2 else kwargs.get("failure", ())
+            if failure and not go_on.is_set():  # the put-back's txn (it asks for holders)
+                putting_back.set()
+                await go_on.wait()
+            return await real_txn(*args, **kwargs)
+
+        a.backend.client.txn = slow_put_back  # type: ignore[method-assign]
+        removed: list[bool] = []
+        async with collecting(a) as events, trio.open_nursery() as nursery:
+            await etcd.lease_revoke(a.backend.lease_id)
+            with trio.fail_after(10):
+                await putting_back.wait()
+
+            async def unregister() -> None:
+                removed.append(await a.unregister("svc", "x"))
+
+            nursery.start_soon(unregister)
+            await trio.testing.wait_all_tasks_blocked()
+            assert removed == []  # held back until the put-back of x is done
+            go_on.set()
+            with trio.fail_after(10):
+                while not removed:  # noqa: ASYNC110 -- a result, not an event
+                    await trio.sleep(0.01)
+                await eventually(lambda: a.health_check().ok)
+                await a.sync()
+        # The delete came after the put-back, so it removed what was put back.
+        assert removed == [True]
+        assert ("svc", "x") not in a
+        assert await etcd.get(prefix + 'reg/["svc","x"]') is None
+        assert [(str(e.kind), e.name) for e in events] == [("unregistered", "x")]
+        assert a.health_check().details["entries_owned"] == 0

@@ -95,6 +95,7 @@ class Mirror:
         self.in_flight: dict[bytes, Any] = {}
         #: keys with another write in flight: their tombs are kept
         self.writing: dict[bytes, int] = {}
+        self._released = trio.Event()
 
         #: entries this instance wrote, the lease each is bound to, and by owner
         self.mine: dict[bytes, Decoded] = {}
@@ -453,5 +454,16 @@ class Mirror:
                     writing[key] = count
                 else:
                     del writing[key]
+            self._released.set()
+            self._released = trio.Event()
 
         return release
+
+    async def wait_unheld(self, keys: Iterable[bytes]) -> None:
+        """Wait until no write holds any of ``keys`` (a delete waits for a put-back of them).
+
+        Otherwise a put-back sent before the delete could land after it and
+        bring the entry back. Cancellable: nothing is sent yet.
+        """
+        while any(key in self.writing for key in keys):
+            await self._released.wait()

@@ -349,6 +349,7 @@ class Writer:
         if link.closed:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return False
+        await self.mirror.wait_unheld((key,))
         with trio.CancelScope(shield=True):
             result = await link.call(link.client.delete, key)
             self.mirror.apply_delete(key, result.header.revision, ours=True)
@@ -363,6 +364,7 @@ class Writer:
         """
         link = self.link
         removed = 0
+        await self.mirror.wait_unheld(keys)
         with trio.CancelScope(shield=True):
             for start in range(0, len(keys), MAX_TXN_OPS):
                 chunk = keys[start : start + MAX_TXN_OPS]
