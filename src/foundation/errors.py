@@ -41,7 +41,8 @@ catches ``LookupError`` or ``TypeError`` keeps working::
     │   ├── EtcdPermissionDenied       (+ PermissionError)
     │   ├── EtcdRequestError           (+ ValueError)
     │   ├── LeaseExpired
-    │   └── CompactedRevision
+    │   ├── CompactedRevision
+    │   └── MalformedRecord            (+ ValueError)
     └── ConfigError                    (+ ValueError)
 
 Errors carry their data as attributes (``err.key``, ``err.holder``) and pass
@@ -84,6 +85,7 @@ __all__ = [
     "LockLost",
     "LockNotHeld",
     "LockTimeout",
+    "MalformedRecord",
     "NodeUnreachable",
     "NotRegistered",
     "RegistryClosed",
@@ -785,9 +787,11 @@ class EtcdRequestError(EtcdError, ValueError):
 class LeaseExpired(EtcdError):
     """A lease ended (its TTL ran out or it was revoked) while it was still needed.
 
-    Everything written with that lease is gone from etcd. The registry
-    re-registers its entries under a new lease or closes; watchers get this
-    error so they re-read their view.
+    Everything written with that lease is gone from etcd. The etcd registry
+    does not raise it to its watchers: it puts its entries back under a new
+    lease (``health_check()`` says it is doing so); a write that waited too
+    long for that new lease raises it. Lock and election holders get
+    ``LockLost``/``LeadershipLost`` instead.
     """
 
     #: The lease ID.
@@ -806,7 +810,7 @@ class LeaseExpired(EtcdError):
     def __str__(self) -> str:
         return (
             f"etcd lease {self.lease_id:x} expired: {self.message}; keys written with it"
-            " are gone (the registry re-registers or closes)"
+            " are gone (a registry puts its entries back under a new lease)"
         )
 
 
@@ -833,3 +837,36 @@ class CompactedRevision(EtcdError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.message, self.code, self.endpoint, self.compact_revision))
+
+
+class MalformedRecord(EtcdError, ValueError):
+    """A record under the prefix does not decode: a foreign writer's, or nested too deep.
+
+    Raised by an etcd coordinator call that must read that one record (a
+    counter's value, a lock holder's entry); other names are unaffected. The
+    registry never raises it: it skips such records with a warning and
+    counts them (``health_check().details["foreign_skipped"]``). The library
+    reads back only JSON nested at most 64 levels deep, and refuses to write
+    anything deeper, so a record like this was written by someone else.
+    """
+
+    #: The etcd key of the record (None when not known).
+    key: bytes | None
+    #: Why it does not decode.
+    reason: str
+
+    def __init__(self, key: bytes | None, reason: str) -> None:
+        where = f" at {key[:120]!r}" if key is not None else ""
+        super().__init__(f"the record{where} cannot be read: {reason}")
+        self.args = (key, reason)
+        self.key = key
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.key, self.reason))
+
+    def __str__(self) -> str:
+        return (
+            f"etcd: {self.message}; it was not written by trio-foundation (or was changed"
+            " by another writer): delete or rewrite it"
+        )

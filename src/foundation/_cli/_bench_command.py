@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from ._options import Option, add_options, non_negative, positive, sizes
+from ._options import Option, add_options, non_negative, positive, seconds, sizes
 
 __all__ = ["add_arguments", "main"]
 
@@ -76,6 +76,13 @@ _ETCD = (
     Option("count", positive, 5000, "N", "registrations per throughput measurement (default 5000)"),
     Option("tasks", positive, 128, "N", "concurrent register() tasks (default 128)"),
     Option("samples", positive, 500, "N", "propagation latency samples (default 500)"),
+    Option(
+        "timeout",
+        seconds,
+        5.0,
+        "SECONDS",
+        "each etcd call's timeout; an etcd that does not answer fails within it (default 5)",
+    ),
 )
 
 #: ``--scale-*``: tuning of the scale mode.
@@ -205,9 +212,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             group.add_argument(
                 "--peer",
                 action="store_true",
-                help="--etcd: measure the raw etcd client side by side with aetcd instead"
-                " (serial put+get, 5,000 puts from 128 tasks, txns of 100 puts; needs the"
-                " bench extra)",
+                help="--etcd: measure side by side with aetcd instead: the raw client"
+                " (serial put+get, 5,000 puts from 128 tasks, txns of 100 puts) and the"
+                " registry (register() from 128 tasks, register_many, against txns of 100"
+                " create-if-absent puts on a lease); needs the bench extra",
             )
         add_options(group, f"{name}-", rows, help_prefix=f"{flag}: ")
 
@@ -268,7 +276,9 @@ def _etcd(args: argparse.Namespace) -> int:
         if not args.no_progress:
             sys.stderr.write(f"measuring etcd clients against {', '.join(endpoints)}\n")
             sys.stderr.flush()
-        peer = trio.run(functools.partial(_bench_etcd.run_peer, endpoints))
+        peer = trio.run(
+            functools.partial(_bench_etcd.run_peer, endpoints, timeout=args.etcd_timeout)
+        )
         _emit(peer, args, "" if args.json else _bench_etcd.format_peer_table(peer))
         return 0
     if not args.no_progress:
@@ -281,6 +291,7 @@ def _etcd(args: argparse.Namespace) -> int:
             count=args.etcd_count,
             tasks=args.etcd_tasks,
             samples=args.etcd_samples,
+            timeout=args.etcd_timeout,
         )
     )
     _emit(result, args, "" if args.json else _bench_etcd.format_etcd_table(result))

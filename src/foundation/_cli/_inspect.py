@@ -7,11 +7,12 @@ Two sources:
   publishes every half second -- its supervision tree, registrations,
   leader and term, lock holder, last round.
 * ``--etcd URL``: the cluster itself -- registrations from an etcd registry
-  (``open_registry(backend="etcd")``), the leader of each election and the
-  holder of each lock from an etcd coordinator, and the supervision tree
-  from the snapshot an etcd-mode demo keeps at ``<prefix>state``; all of it
-  within ``--timeout`` seconds (default 5), or one line saying it did not
-  answer.
+  (``open_registry(backend="etcd")``), read-only (one range over its prefix,
+  decoded as a registry instance decodes it: no lease, no keepalive, nothing
+  written), the leader of each election and the holder of each lock from an
+  etcd coordinator, and the supervision tree from the snapshot an etcd-mode
+  demo keeps at ``<prefix>state``; all of it through one client, within
+  ``--timeout`` seconds (default 5), or one line saying it did not answer.
 
 Registrations can be narrowed with ``--namespace NS`` and ``--where``
 filters, which are the registry's own ``select`` criteria (equality,
@@ -47,7 +48,10 @@ from ..demo._snapshot import (
     state_dir,
 )
 from ..errors import ConfigError, FoundationError
-from ..registry import Registry, open_registry
+from ..etcd import EtcdClient, open_etcd_client
+from ..registry import Registry
+from ..registry._etcd_watch import read_prefix
+from ..registry._make import make_backend
 from ._options import seconds
 
 __all__ = [
@@ -250,9 +254,37 @@ async def _from_etcd(
     coordinator_prefix = args.coordinator_prefix
     if coordinator_prefix is None:
         coordinator_prefix = args.prefix + "coord/"
-    async with open_registry(backend="etcd", endpoints=endpoints, prefix=registry_prefix) as reg:
-        regs = registrations_json(reg.select(args.namespace, where=where or None))
-    async with open_etcd_coordinator(endpoints, prefix=coordinator_prefix) as coord:
+    async with open_etcd_client(endpoints, timeout=args.timeout) as client:
+        # Read-only: one range over the registry's prefix, decoded as a
+        # registry decodes it; no lease, no keepalive, no watch, no writes.
+        table = make_backend("auto")
+        await read_prefix(client, registry_prefix, table)
+        regs = registrations_json(Registry(table).select(args.namespace, where=where or None))
+        return await _coordination_state(
+            client,
+            coordinator_prefix,
+            endpoints,
+            args,
+            regs,
+            source={
+                "etcd": endpoints,
+                "registry_prefix": registry_prefix,
+                "coordinator_prefix": coordinator_prefix,
+            },
+        )
+
+
+async def _coordination_state(
+    client: EtcdClient,
+    coordinator_prefix: str,
+    endpoints: list[str],
+    args: argparse.Namespace,
+    regs: list[dict[str, Any]],
+    *,
+    source: dict[str, Any],
+) -> dict[str, Any]:
+    """Leaders, lock holders and the demo's snapshot, read through ``client``."""
+    async with open_etcd_coordinator(client=client, prefix=coordinator_prefix) as coord:
         leaders = []
         for group in args.election or [ELECTION]:
             leader = await coord.election(group).leader()
@@ -287,13 +319,7 @@ async def _from_etcd(
     if snap is not None and snap.get("running") and not running:
         # It said "running" but its lease-bound marker is gone: it died mid-run.
         snap = {**snap, "running": False, "abandoned": True}
-    source = {
-        "etcd": endpoints,
-        "registry_prefix": registry_prefix,
-        "coordinator_prefix": coordinator_prefix,
-        "state_error": state_error,
-    }
-    return _report(snap, source, regs, leaders=leaders, locks=locks)
+    return _report(snap, {**source, "state_error": state_error}, regs, leaders=leaders, locks=locks)
 
 
 async def _from_etcd_within(

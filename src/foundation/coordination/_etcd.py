@@ -60,9 +60,9 @@ from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from ..config import etcd_endpoints_from_env
 from ..errors import ConfigError
-from ..etcd import EtcdClient, open_etcd_client
+from ..etcd import EtcdClient, EtcdSettings
+from ..etcd._connect import connection_keywords, resolve_settings, shared_client
 from ..supervision import TaskSupervisor, open_task_supervisor
 from ._checks import check_limit, check_member, check_name, check_parties, check_seconds
 from ._etcd_barrier import EtcdBarrier
@@ -298,12 +298,14 @@ async def open_etcd_coordinator(
     *,
     prefix: str = "foundation/",
     ttl: float = 10,
+    client: EtcdClient | None = None,
+    settings: EtcdSettings | None = None,
     username: str | None = None,
     password: str | None = None,
     ca_cert: str | None = None,
     client_cert: str | None = None,
     client_key: str | None = None,
-    timeout: float = 5.0,  # noqa: ASYNC109 -- the client's per-call default
+    timeout: float | None = None,  # noqa: ASYNC109 -- the client's per-call default
 ) -> AsyncIterator[EtcdCoordinator]:
     """Open an :class:`EtcdCoordinator` on the etcd cluster at ``endpoints``.
 
@@ -322,15 +324,21 @@ async def open_etcd_coordinator(
             keepalive (it is kept alive at TTL/3); a crashed holder's lock
             is free again after at most this long. etcd may raise a small
             TTL to its own minimum.
+        client: An open :class:`~foundation.etcd.EtcdClient` to share (one
+            channel for the whole process, a registry's included); the
+            caller owns it, and leaving does not close it. Not with
+            ``endpoints``, ``settings`` or the keywords below.
+        settings: An :class:`~foundation.etcd.EtcdSettings` instead of the
+            keywords below (not with them).
         username, password: etcd authentication.
         ca_cert, client_cert, client_key: TLS files.
-        timeout: Seconds each etcd call may take, failover included.
+        timeout: Seconds each etcd call may take, failover included (default 5).
 
     Raises:
         EtcdAuthError: the credentials were refused.
         EtcdPermissionDenied: the user may not read the prefix.
         NodeUnreachable: no member answered (an ``EtcdUnavailable`` too).
-        ConfigError: a bad argument.
+        ConfigError: a bad argument, or two forms of connection mixed.
 
     Example::
 
@@ -341,34 +349,31 @@ async def open_etcd_coordinator(
     if not isinstance(prefix, str):
         raise ConfigError(f'prefix={prefix!r}: use a str ("" for none)')
     lease_ttl = _check_ttl(ttl)
-    if endpoints is None:
-        endpoints = etcd_endpoints_from_env()
-    if endpoints is None:
-        raise ConfigError(
-            "no etcd endpoints: pass endpoints=['http://host:2379', ...] or set"
-            " FOUNDATION_ETCD_ENDPOINTS to comma-separated URLs"
-        )
+    resolved = resolve_settings(
+        endpoints,
+        client=client,
+        settings=settings,
+        keywords=connection_keywords(
+            username=username,
+            password=password,
+            ca_cert=ca_cert,
+            client_cert=client_cert,
+            client_key=client_key,
+            timeout=timeout,
+        ),
+        what="open_etcd_coordinator",
+    )
     async with AsyncExitStack() as stack:
         with unreachable_as_node():
-            client = await stack.enter_async_context(
-                open_etcd_client(
-                    endpoints,
-                    username=username,
-                    password=password,
-                    ca_cert=ca_cert,
-                    client_cert=client_cert,
-                    client_key=client_key,
-                    timeout=timeout,
-                )
-            )
+            etcd = await stack.enter_async_context(shared_client(client, resolved))
             if prefix:
                 # Fails now (EtcdPermissionDenied) for a prefix the user may not touch.
-                await client.range(prefix, prefix=True, count_only=True)
+                await etcd.range(prefix, prefix=True, count_only=True)
             else:
                 # One round trip, so an unreachable cluster fails here too.
-                await client.status()
+                await etcd.status()
         tasks = await stack.enter_async_context(open_task_supervisor("etcd-coordinator"))
-        coord = EtcdCoordinator(client, tasks, prefix=prefix, ttl=lease_ttl)
+        coord = EtcdCoordinator(etcd, tasks, prefix=prefix, ttl=lease_ttl)
         try:
             yield coord
         finally:

@@ -48,7 +48,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..errors import CompactedRevision, EtcdError, EtcdUnavailable
+from ..errors import CompactedRevision, EtcdError, EtcdUnavailable, MalformedRecord
+from ..etcd._json import MAX_NESTING, too_deep
 
 if TYPE_CHECKING:
     from ..etcd import EtcdClient, Lease, Watch, WatchEvent
@@ -63,26 +64,40 @@ def dumps(value: Any, what: str) -> str:
     """``value`` as compact JSON (the etcd coordinator stores JSON only, never pickle).
 
     Raises:
-        TypeError: ``value`` is not JSON-able (NaN and infinities included).
+        TypeError: ``value`` is not JSON-able (NaN and infinities included),
+            or nested deeper than :data:`~foundation.etcd._json.MAX_NESTING`
+            levels, which :func:`loads` would refuse to read back.
     """
     try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False, sort_keys=True)
-    except (TypeError, ValueError) as exc:
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False, sort_keys=True)
+    except (TypeError, ValueError, RecursionError) as exc:
         raise TypeError(
             f"{what} must be JSON-able on the etcd coordinator (dict, list, str, int, float,"
             f" bool, None), got {type(value).__name__}: {exc}"
         ) from exc
+    if too_deep(text.encode("utf-8")):
+        raise TypeError(
+            f"{what} is nested deeper than {MAX_NESTING} levels (as stored, with the"
+            " coordinator's own record around it), the most the etcd coordinator stores"
+        )
+    return text
 
 
 def loads(raw: bytes, default: Any = None) -> Any:
     """Decode a JSON value written by :func:`dumps`; ``default`` if it is not JSON.
 
-    A foreign writer's value nested too deep for the decoder counts as not
-    JSON too (``RecursionError`` never leaks out of a coordinator call).
+    A record nested deeper than anything :func:`dumps` writes (a foreign
+    writer's: ``json.loads`` and every walk over its result would recurse)
+    is never decoded.
+
+    Raises:
+        MalformedRecord: the record is nested deeper than ``MAX_NESTING``.
     """
+    if too_deep(raw):
+        raise MalformedRecord(None, f"JSON nested deeper than {MAX_NESTING} levels")
     try:
         return json.loads(raw)
-    except (ValueError, RecursionError):
+    except ValueError:
         return default
 
 

@@ -23,6 +23,11 @@ Errors are :class:`~foundation.errors.EtcdError` subclasses:
 ``EtcdUnavailable``, ``EtcdAuthError``, ``EtcdPermissionDenied``,
 ``EtcdRequestError``, ``LeaseExpired``, ``CompactedRevision``.
 
+Values the library stores in etcd are JSON nested at most :data:`MAX_NESTING`
+levels deep; deeper records under its prefixes are not decoded (the registry
+skips them, a coordinator call raises
+:class:`~foundation.errors.MalformedRecord`).
+
 This package imports ``grpc`` and ``protobuf`` only when a client opens (or a
 txn builder is first used): without the ``etcd`` extra, that raises
 :class:`~foundation.errors.ConfigError` naming it.
@@ -43,6 +48,7 @@ from ._client import open_etcd_client as open_etcd_client
 from ._codec import KeyValue as KeyValue
 from ._codec import ResponseHeader as ResponseHeader
 from ._codec import prefix_end as prefix_end
+from ._json import MAX_NESTING as MAX_NESTING
 from ._lease import Lease as Lease
 from ._ops import Compare as Compare
 from ._ops import DeleteResult as DeleteResult
@@ -66,6 +72,7 @@ from ._watch import WatchEvent as WatchEvent
 from ._watch import WatchResponse as WatchResponse
 
 __all__ = [
+    "MAX_NESTING",
     "CompactedRevision",
     "Compare",
     "DeleteResult",

@@ -10,6 +10,9 @@ One documented encoding, so any process (or ``etcdctl``) reads the same keys:
   canonical JSON (sorted keys; integral floats as ints, so ``1 == 1.0`` are
   one member as they are locally). The key stays short however big the value.
 * ``sync()`` sentinels live under ``prefix + "sync/"``.
+* ``prefix + "cluster/"`` is reserved for the distributed supervisor
+  (``foundation.cluster``), which keeps its own keys there: the registry
+  neither reads nor counts them.
 * The etcd value is the JSON object ``{"v": value, "m": metadata,
   "o": owner, "i": instance}``; ``i`` is the id of the registry instance
   (and lease) that wrote the entry.
@@ -22,6 +25,15 @@ lists, dict keys must be ``str``, floats must be finite. Anything else is
 refused with :class:`~foundation.errors.InvalidKey`,
 :class:`~foundation.errors.InvalidValue` or
 :class:`~foundation.errors.InvalidMetadata` before anything is written.
+
+Nesting is bounded both ways (:data:`MAX_NESTING`, 64): a value, the
+metadata mapping, an owner, a namespace or a name nested deeper is refused
+on write, and a record under the prefix whose key or value is nested deeper
+than anything the library writes is not decoded at all (``decode_entry``
+raises ValueError, so the reader skips it as foreign). ``json.loads`` and
+every walk over what it returns recurse, so a record a few hundred levels
+deep, written by anyone with access to the prefix, once killed every
+registry on it with RecursionError.
 """
 
 from __future__ import annotations
@@ -33,11 +45,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import InvalidKey, InvalidMetadata, InvalidValue
+from ..etcd._json import MAX_NESTING, too_deep
 from ._keys import check_owner, hash_key
 
 __all__ = [
+    "CLUSTER",
     "GRP",
     "MAX_ENTRY_BYTES",
+    "MAX_NESTING",
     "REG",
     "SYNC",
     "Decoded",
@@ -54,6 +69,8 @@ __all__ = [
 REG = b"reg/"
 GRP = b"grp/"
 SYNC = b"sync/"
+#: The distributed supervisor's subtree under a registry's prefix (keys without a lease).
+CLUSTER = b"cluster/"
 
 #: Largest key + value the backend sends in one entry. etcd refuses requests
 #: above ``--max-request-bytes`` (1.5 MiB by default); the rest is headroom
@@ -76,17 +93,35 @@ _PORTABLE_HINT = (
     "the etcd backend takes only portable keys: str, int (not bool) or tuples of them,"
     " e.g. 'svc' or ('test', 3); use a local backend for other hashables"
 )
+_TOO_DEEP = (
+    f"nested deeper than {MAX_NESTING} levels, the most the etcd backend writes (and"
+    " reads back: deeper records are skipped as foreign)"
+)
+#: The deepest key or entry text a reader decodes: one level (the key's
+#: ``[ns, name]`` array, the entry's object) around parts of MAX_NESTING.
+_MAX_TEXT_NESTING = MAX_NESTING + 1
+
+
+class _TooDeep(Exception):
+    """A value, key or owner nests containers deeper than MAX_NESTING."""
 
 
 # -- keys and owners -------------------------------------------------------------
 
 
-def _portable(obj: Any) -> bool:
+def _portable(obj: Any, depth: int = 0) -> bool:
+    """True for str, int and tuples of them; ``depth``: tuples around ``obj``.
+
+    Raises:
+        _TooDeep: tuples nested deeper than MAX_NESTING.
+    """
     tp = type(obj)
     if tp is str or tp is int:
         return True
     if tp is tuple:
-        return all(_portable(item) for item in obj)
+        if depth >= MAX_NESTING:
+            raise _TooDeep
+        return all(_portable(item, depth + 1) for item in obj)
     return False
 
 
@@ -94,26 +129,34 @@ def encode_key(prefix: bytes, kind: bytes, ns: Any, name: Any) -> bytes:
     """The etcd key of ``(ns, name)`` in key space ``kind`` (REG or GRP).
 
     Raises:
-        InvalidKey: the key is unhashable (as locally) or not portable.
+        InvalidKey: the key is unhashable (as locally), not portable, or
+            nested deeper than MAX_NESTING.
     """
     hash_key(ns, name)  # unhashable: the same InvalidKey (and cause) as locally
-    if not (_portable(ns) and _portable(name)):
-        raise InvalidKey((ns, name), _PORTABLE_HINT)
+    _check_portable(ns, name)
     try:
         return prefix + kind + _dumps([ns, name]).encode("utf-8")
-    except (UnicodeEncodeError, RecursionError) as exc:
+    except UnicodeEncodeError as exc:
         raise InvalidKey((ns, name), f"cannot be encoded for etcd ({exc})") from exc
+
+
+def _check_portable(ns: Any, name: Any) -> None:
+    try:
+        portable = _portable(ns) and _portable(name)
+    except _TooDeep:
+        raise InvalidKey((ns, name), _TOO_DEEP) from None
+    if not portable:
+        raise InvalidKey((ns, name), _PORTABLE_HINT)
 
 
 def encode_member_key(prefix: bytes, ns: Any, group: Any, canonical: str) -> bytes:
     """The etcd key of member ``canonical`` (see :func:`canonical_value`) of a group."""
     hash_key(ns, group)
-    if not (_portable(ns) and _portable(group)):
-        raise InvalidKey((ns, group), _PORTABLE_HINT)
+    _check_portable(ns, group)
     digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
     try:
         return prefix + GRP + _dumps([ns, group, digest]).encode("utf-8")
-    except (UnicodeEncodeError, RecursionError) as exc:
+    except UnicodeEncodeError as exc:
         raise InvalidKey((ns, group), f"cannot be encoded for etcd ({exc})") from exc
 
 
@@ -121,10 +164,17 @@ def encode_owner(owner: Any) -> Any:
     """Check that ``owner`` can travel through etcd; returns it unchanged.
 
     Raises:
-        InvalidKey: unhashable (as locally), or not None/str/int/tuple of them.
+        InvalidKey: unhashable (as locally), not None/str/int/tuple of them,
+            or nested deeper than MAX_NESTING.
     """
     check_owner(owner)
-    if owner is not None and not _portable(owner):
+    if owner is None:
+        return owner
+    try:
+        portable = _portable(owner)
+    except _TooDeep:
+        raise InvalidKey(owner, f"the owner is {_TOO_DEEP}") from None
+    if not portable:
         raise InvalidKey(
             owner,
             "on the etcd backend an owner must be None or portable (str, int or tuples"
@@ -150,13 +200,16 @@ def from_json_key(obj: Any) -> Any:
 # -- values and metadata --------------------------------------------------------
 
 
-def to_json(obj: Any) -> Any:
+def to_json(obj: Any, depth: int = 0) -> Any:
     """``obj`` as it comes back from a JSON round trip (tuples become lists).
+
+    ``depth`` is the number of containers around ``obj``; a container deeper
+    than MAX_NESTING (a cycle included) is refused.
 
     Raises:
         TypeError: a type JSON has no form for, or a dict key that is not a str.
         ValueError: a float that is NaN or infinite.
-        RecursionError: nesting too deep (or a cycle).
+        _TooDeep: containers nested deeper than MAX_NESTING.
     """
     tp = type(obj)
     if tp is str or tp is int or tp is bool or obj is None:
@@ -165,8 +218,10 @@ def to_json(obj: Any) -> Any:
         if not math.isfinite(obj):
             raise ValueError(f"{obj!r} is not a finite number, which JSON cannot hold")
         return obj
+    if depth >= MAX_NESTING and isinstance(obj, (list, tuple, Mapping)):
+        raise _TooDeep
     if tp is list or tp is tuple:
-        return [to_json(item) for item in obj]
+        return [to_json(item, depth + 1) for item in obj]
     if tp is dict or isinstance(obj, Mapping):
         out = {}
         for key, item in obj.items():
@@ -174,7 +229,7 @@ def to_json(obj: Any) -> Any:
                 raise TypeError(
                     f"dict key {key!r} is a {type(key).__name__}; JSON object keys are str"
                 )
-            out[str(key)] = to_json(item)
+            out[str(key)] = to_json(item, depth + 1)
         return out
     # subclasses of the JSON scalars travel as their base type
     if isinstance(obj, bool):
@@ -186,14 +241,16 @@ def to_json(obj: Any) -> Any:
     if isinstance(obj, str):
         return str(obj)
     if isinstance(obj, (list, tuple)):
-        return [to_json(item) for item in obj]
+        return [to_json(item, depth + 1) for item in obj]
     raise TypeError(f"a {type(obj).__name__} has no JSON form")
 
 
 def _json_value(value: Any) -> Any:
     try:
         return to_json(value)
-    except (TypeError, ValueError, RecursionError) as exc:
+    except _TooDeep:
+        raise InvalidValue(value, f"the value is {_TOO_DEEP}") from None
+    except (TypeError, ValueError) as exc:
         raise InvalidValue(
             value,
             f"the etcd backend stores JSON values only ({exc}); use str, int, float, bool,"
@@ -204,7 +261,11 @@ def _json_value(value: Any) -> Any:
 def _json_metadata(metadata: Mapping[Any, Any]) -> dict[str, Any]:
     try:
         out = to_json(metadata)
-    except (TypeError, ValueError, RecursionError) as exc:
+    except _TooDeep:
+        raise InvalidMetadata(
+            metadata, f"the metadata (the mapping itself one level) is {_TOO_DEEP}"
+        ) from None
+    except (TypeError, ValueError) as exc:
         raise InvalidMetadata(
             metadata,
             f"the etcd backend stores JSON metadata only ({exc}); use str keys and JSON values",
@@ -293,11 +354,14 @@ def decode_key(prefix_len: int, key: bytes) -> tuple[bytes, Any, Any] | None:
     """``(kind, ns, name)`` of an etcd key under the prefix; None for sync keys.
 
     Raises:
-        ValueError: not a key this backend wrote.
+        ValueError: not a key this backend wrote (nested too deep included).
     """
     kind = key[prefix_len : prefix_len + 4]
     if kind in (REG, GRP):
-        parts = _loads(key[prefix_len + 4 :])
+        text = key[prefix_len + 4 :]
+        if too_deep(text, _MAX_TEXT_NESTING):
+            raise ValueError(f"the key is JSON {_TOO_DEEP}")
+        parts = _loads(text)
         if type(parts) is not list or len(parts) != (2 if kind == REG else 3):
             raise ValueError("not a registry key")
         return kind, from_json_key(parts[0]), from_json_key(parts[1])
@@ -310,12 +374,15 @@ def decode_entry(prefix_len: int, key: bytes, raw: bytes) -> Decoded | None:
     """Decode an entry; None for a ``sync()`` sentinel.
 
     Raises:
-        ValueError: a key or value this backend did not write (a foreign writer).
+        ValueError: a key or value this backend did not write (a foreign
+            writer's, or JSON nested deeper than the backend writes).
     """
     decoded_key = decode_key(prefix_len, key)
     if decoded_key is None:
         return None
     kind, ns, name = decoded_key
+    if too_deep(raw, _MAX_TEXT_NESTING):
+        raise ValueError(f"the value is JSON {_TOO_DEEP}")
     body = _loads(raw)
     if type(body) is not dict or "v" not in body:
         raise ValueError("not a registry entry")

@@ -24,13 +24,16 @@ import trio
 
 from .. import errors
 from .._util import reraise_collapsed
-from ..config import backend_from_env, etcd_endpoints_from_env
+from ..config import backend_from_env
 from ._backend import AsyncWrites, Backend
 from ._events import Listeners
 from ._keys import same_value
 from ._make import make_backend
 from ._query import Query
 from ._types import EventKind, Health, Registration, RegistryEvent, RegistryStats
+
+if TYPE_CHECKING:
+    from ..etcd import EtcdClient, EtcdSettings
 
 __all__ = ["Registry", "RegistryWatch", "ScopeOwner", "open_registry"]
 
@@ -91,11 +94,13 @@ class RegistryWatch:
     Events are buffered (at most ``max_buffer``) so a write never waits for a
     slow consumer; a consumer that falls further behind gets the buffered
     events and then :class:`~foundation.errors.WatchOverflow`, because the
-    dropped events make its view stale. Likewise, when the backend reports a
-    fault that may have made the view stale (on etcd: the registry's lease was
-    lost), the consumer gets the buffered events and then that error
-    (:class:`~foundation.errors.LeaseExpired`); open a new watch with
-    ``initial=True`` to re-sync.
+    dropped events make its view stale. Likewise, when an asynchronous
+    backend reports a fault that ends its view, the consumer gets the
+    buffered events and then that error; open a new watch with
+    ``initial=True`` to re-sync. (On etcd a lost lease is not such a fault:
+    the backend puts its entries back under a new lease, and its watchers see
+    an unregistration only for an entry it could not put back; the loss shows
+    in ``health_check()`` and telemetry.)
     """
 
     def __init__(self, ns: Hashable | None, max_buffer: int, *, filtered: bool) -> None:
@@ -304,8 +309,8 @@ class Registry:
     def _on_fault(self, error: BaseException) -> None:
         """The backend's view may have gone stale: every watch raises ``error``.
 
-        If the backend closed itself over it (etcd: the lease could not be
-        re-established), waiters wake with RegistryClosed and watches end.
+        If the backend closed itself over it, waiters wake with
+        RegistryClosed and watches end.
         """
         closed = self._backend.closed
         for consumer in list(self._consumers):
@@ -319,6 +324,18 @@ class Registry:
     def backend(self) -> Backend:
         """The backend in use now (it changes on :meth:`migrate`)."""
         return self._backend
+
+    @property
+    def etcd_client(self) -> EtcdClient | None:
+        """The etcd client this registry writes through; None on a local backend.
+
+        With ``open_registry(backend="etcd", client=...)`` it is that shared
+        client. The distributed tier uses it to talk to the same cluster.
+        """
+        from ..etcd import EtcdClient
+
+        client = getattr(self._backend, "client", None)
+        return client if isinstance(client, EtcdClient) else None
 
     @property
     def backend_name(self) -> str:
@@ -851,28 +868,34 @@ async def open_registry(
     endpoints: str | Sequence[str] | None = None,
     prefix: str = "foundation/",
     ttl: int = 10,
+    client: EtcdClient | None = None,
+    settings: EtcdSettings | None = None,
     username: str | None = None,
     password: str | None = None,
     ca_cert: str | None = None,
     client_cert: str | None = None,
     client_key: str | None = None,
-    timeout: float = 5.0,  # noqa: ASYNC109 -- the etcd client's per-call deadline
+    timeout: float | None = None,  # noqa: ASYNC109 -- the etcd client's per-call deadline
 ) -> AsyncIterator[Registry]:
     """Open a :class:`Registry` for the duration of an ``async with`` block.
 
     Local backends (``auto``, ``native``, ``python``) open at once. With
     ``backend="etcd"`` (or ``auto`` with :envvar:`FOUNDATION_BACKEND` ``=etcd``)
-    the registry connects to ``endpoints`` (default:
-    :envvar:`FOUNDATION_ETCD_ENDPOINTS`), lives under
-    ``prefix``, holds one lease of ``ttl`` seconds, and takes the connection
-    keywords ``username``/``password`` (etcd auth) and ``ca_cert``/
-    ``client_cert``/``client_key`` (TLS); ``timeout`` bounds each etcd call.
+    the registry lives under ``prefix`` and holds one lease of ``ttl``
+    seconds. Where etcd is, one form only: ``client=`` (an open
+    :class:`~foundation.etcd.EtcdClient`, shared with the rest of the
+    process; the registry leaves it open), ``settings=`` (an
+    :class:`~foundation.etcd.EtcdSettings`), or the connection keywords
+    ``endpoints`` (default: :envvar:`FOUNDATION_ETCD_ENDPOINTS`),
+    ``username``/``password`` (etcd auth), ``ca_cert``/``client_cert``/
+    ``client_key`` (TLS) and ``timeout`` (each etcd call, default 5 s).
     ``partitions``/``indexes`` shape its local read table. The registry is
     closed when the block exits (on etcd: its lease is revoked, so its
     entries vanish for every other instance).
 
     Raises:
-        ConfigError: bad arguments (connection keywords without etcd, ...).
+        ConfigError: bad arguments (connection keywords without etcd, two
+            forms of connection mixed, ...).
         EtcdAuthError, EtcdPermissionDenied, EtcdUnavailable: etcd refused
             or did not answer (nothing was written).
     """
@@ -880,19 +903,14 @@ async def open_registry(
     if name == "auto" and backend_from_env("auto") == "etcd":
         name = "etcd"
     if name == "etcd":
-        if endpoints is None:
-            endpoints = etcd_endpoints_from_env()
-        if endpoints is None:
-            raise errors.ConfigError(
-                "backend='etcd' needs endpoints=['http://host:2379', ...]"
-                " (or FOUNDATION_ETCD_ENDPOINTS set to comma-separated URLs)"
-            )
         from ._etcd import open_etcd_backend
 
         async with open_etcd_backend(
             endpoints,
             prefix=prefix,
             ttl=ttl,
+            client=client,
+            settings=settings,
             username=username,
             password=password,
             ca_cert=ca_cert,
@@ -910,11 +928,14 @@ async def open_registry(
         return
     given = {
         "endpoints": endpoints,
+        "client": client,
+        "settings": settings,
         "username": username,
         "password": password,
         "ca_cert": ca_cert,
         "client_cert": client_cert,
         "client_key": client_key,
+        "timeout": timeout,
     }
     extra = sorted(k for k, v in given.items() if v is not None)
     if extra:
