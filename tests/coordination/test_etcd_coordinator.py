@@ -50,8 +50,19 @@ def unique(what: str) -> str:
 
 
 async def line(proc: subprocess.Popen[str], within: float) -> str | None:
-    """The next line etcdctl prints, or None within ``within`` seconds."""
-    return await trio.to_thread.run_sync(read_line, proc, within)
+    """The next line etcdctl prints, or None within ``within`` seconds.
+
+    etcdctl's stderr is merged into the pipe, and under load its gRPC layer
+    logs warnings there (``{"level":"warn",...,"msg":"retrying of unary
+    invoker failed"}``): those are diagnostics, not output, and are skipped.
+    """
+    deadline = trio.current_time() + within
+    while True:
+        got = await trio.to_thread.run_sync(
+            read_line, proc, max(0.0, deadline - trio.current_time())
+        )
+        if got is None or not got.startswith('{"level":'):
+            return got
 
 
 async def queue_shows(
