@@ -83,3 +83,43 @@ async def start_crasher(
     """Crashes before it reports started: it never runs."""
     record("start", tag)
     raise RuntimeError(f"start crash of {tag}")
+
+
+#: The node a process runs (set by ``_node.py``): heartbeats name it.
+NODE = "?"
+
+
+async def beater(tag: Any, beats_dir: str) -> None:
+    """Appends a heartbeat (node, fencing token, monotonic time) to ``<beats_dir>/<tag>.jsonl``.
+
+    Every 50 ms, plus a ``start`` line first and a ``stop`` line when it
+    stops (also when cancelled). ``time.monotonic()`` is one clock for every
+    process of the machine, network namespaces included, so the beats of
+    several processes compare directly. Lines are appended with ``O_APPEND``
+    in one ``write`` each, so concurrent writers never interleave within a line.
+    """
+    import json
+    import os
+    import time
+
+    path = os.path.join(beats_dir, f"{tag}.jsonl")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    token = current_fencing_token()
+
+    def write(kind: str) -> None:
+        line = {"k": kind, "node": NODE, "token": token, "t": time.monotonic(), "pid": os.getpid()}
+        os.write(fd, (json.dumps(line) + "\n").encode())
+
+    try:
+        write("start")
+        while True:
+            write("beat")
+            await trio.sleep(0.05)
+    finally:
+        write("stop")
+        os.close(fd)
+
+
+async def idle(tag: Any) -> None:
+    """Does nothing until stopped (benchmarks)."""
+    await trio.sleep_forever()

@@ -124,6 +124,7 @@ class _Local:
         "failure",
         "finished",
         "finished_how",
+        "instances",
         "lease_id",
         "lock_key",
         "phase",
@@ -151,6 +152,8 @@ class _Local:
         #: Set when the child ended and its restart type says it is done.
         self.finished = trio.Event()
         self.finished_how: str | None = None
+        #: Instances of the child's target running now (0 or 1; what fencing must stop).
+        self.instances = 0
         self.failure: errors.RestartIntensityExceeded | None = None
         self.done = trio.Event()
 
@@ -605,7 +608,9 @@ class DistributedSupervisor:
         """Report children still running when etcd may already have freed their locks."""
         await trio.sleep_until(expires_at)
         for local in stopping:
-            if not local.done.is_set():
+            # The target itself: its supervisor may still be unregistering its
+            # name (etcd is out of reach), which overlaps with nothing.
+            if local.instances:
                 logger.error(
                     "cluster %r: child %r on node %r has not stopped although its lock may be"
                     " taken now: it shields itself from cancellation longer than the fencing"
@@ -761,7 +766,11 @@ class DistributedSupervisor:
         )
         try:
             with trio.move_on_after(self.ttl + 2) as waited:
-                await self._view.wait_until(lambda: self._pull_settled(seg, holder), seg)
+                # Woken by the view and by this node's own children (phase changes).
+                while not self._pull_settled(seg, holder):
+                    wake = self._wake
+                    with trio.move_on_after(_TICK):
+                        await wake.wait()
             if waited.cancelled_caught:
                 logger.warning(
                     "cluster %r: child %r did not move from %r to %r within %g s",
@@ -771,7 +780,7 @@ class DistributedSupervisor:
                     self._node,
                     self.ttl + 2,
                 )
-                self._pull_paused[seg] = trio.current_time() + 10 * self.ttl
+                self._pull_paused[seg] = trio.current_time() + 2 * self.ttl
         finally:
             with trio.CancelScope(shield=True):
                 try:
@@ -964,6 +973,7 @@ class DistributedSupervisor:
             if "handoff_state" in wants:
                 kv = await self._spec_client.get(self._keys.handoff(local.seg))
                 kwargs["handoff_state"] = handoff_state(kv.value) if kv is not None else None
+            local.instances += 1
             try:
                 if takes_task_status(target):
                     await target(*spec.args, task_status=task_status, **kwargs)
@@ -975,6 +985,8 @@ class DistributedSupervisor:
                     local.finished_how = "crashed"
                     local.finished.set()
                 raise
+            finally:
+                local.instances -= 1
             if restart is not Restart.PERMANENT:
                 local.finished_how = "exited"
                 local.finished.set()
