@@ -112,12 +112,18 @@ class Nodes:
     """Start node processes; every one is killed at the end of the block, also on failure."""
 
     def __init__(
-        self, nursery: trio.Nursery, endpoints: Sequence[str], prefix: str, beats: str | None
+        self,
+        nursery: trio.Nursery,
+        endpoints: Sequence[str],
+        prefix: str,
+        beats: str | None,
+        stderr: Any = None,
     ):
         self.nursery = nursery
         self.endpoints = list(endpoints)
         self.prefix = prefix
         self.beats = beats
+        self.stderr = stderr
         self.procs: dict[str, NodeProc] = {}
 
     async def start(
@@ -155,6 +161,7 @@ class Nodes:
             [*argv_prefix, *argv],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            stderr=self.stderr,
             env=env,
             start_new_session=True,
         )
@@ -180,10 +187,11 @@ class Nodes:
 
 @asynccontextmanager
 async def node_processes(
-    endpoints: Sequence[str], prefix: str, beats: str | None
+    endpoints: Sequence[str], prefix: str, beats: str | None, stderr: Any = None
 ) -> AsyncIterator[Nodes]:
+    """Node processes (``stderr``: where their logs go, default ours)."""
     async with trio.open_nursery() as nursery:
-        nodes = Nodes(nursery, endpoints, prefix, beats)
+        nodes = Nodes(nursery, endpoints, prefix, beats, stderr)
         try:
             yield nodes
         finally:
