@@ -46,6 +46,7 @@ class Node:
         self.registry: Registry
         self.coordinator: EtcdCoordinator
         self._leave = trio.Event()
+        self.scope = trio.CancelScope()
         self.left = trio.Event()
         #: Seconds the graceful exit took.
         self.exit_took: float | None = None
@@ -54,26 +55,44 @@ class Node:
         return f"<Node {self.id}>"
 
     async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
-        c = self.cluster
         try:
-            async with (
-                open_registry(
-                    backend="etcd", endpoints=c.endpoints, prefix=c.prefix + "reg/", ttl=TTL
-                ) as registry,
-                open_etcd_coordinator(c.endpoints, prefix=c.prefix + "coord/", ttl=TTL) as coord,
-            ):
-                self.registry = registry
-                self.coordinator = coord
+            with self.scope:
+                await self._open(task_status)
+        finally:
+            self.left.set()
+
+    async def _open(self, task_status: trio.TaskStatus[Node]) -> None:
+        c = self.cluster
+        async with (
+            open_registry(
+                backend="etcd", endpoints=c.endpoints, prefix=c.prefix + "reg/", ttl=TTL
+            ) as registry,
+            open_etcd_coordinator(c.endpoints, prefix=c.prefix + "coord/", ttl=TTL) as coord,
+        ):
+            self.registry = registry
+            self.coordinator = coord
+            try:
                 async with open_distributed_supervisor(
                     c.name, registry=registry, coordinator=coord, node=self.id, **self.kwargs
                 ) as sup:
                     self.sup = sup
                     task_status.started(self)
-                    await self._leave.wait()
-                    t0 = trio.current_time()
-                self.exit_took = trio.current_time() - t0
-        finally:
-            self.left.set()
+                    try:
+                        await self._leave.wait()
+                    finally:
+                        self._t0 = trio.current_time()
+            finally:
+                # The supervisor's exit: its graceful leave, also when cancelled.
+                self.exit_took = trio.current_time() - self._t0
+
+    _t0 = 0.0
+
+    async def cancel(self) -> float:
+        """Cancel the node's task from outside; returns how long the exit took."""
+        self.scope.cancel()
+        await self.left.wait()
+        assert self.exit_took is not None
+        return self.exit_took
 
     async def leave(self) -> float:
         """Exit the supervisor's block; returns how long the exit took."""

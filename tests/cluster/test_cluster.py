@@ -166,6 +166,29 @@ async def test_graceful_leave_hands_children_over(cluster: Cluster) -> None:
             assert a.registry.lookup("svc", child_id)["token"] == second[2]  # the name moved
 
 
+async def test_a_cancelled_block_hands_children_over_in_order(cluster: Cluster) -> None:
+    """Cancelling the block from outside still leaves first, then stops, then releases."""
+    with trio.fail_after(BOUND):
+        a = await cluster.node("a")
+        b = await cluster.node("b")
+        await _settle(cluster, "a", "b")
+        ids = [f"x{i}" for i in range(6)]
+        for child_id in ids:
+            await a.sup.start_child(spec(child_id))
+        owners = _owners(["a", "b"], ids)
+        await cluster.wait_running(ids, on=owners)
+        on_b = [i for i in ids if owners[i] == "b"]
+        assert on_b
+        took = await b.cancel()
+        assert took < a.sup.ttl  # did not wait out T: the handover was seen
+        assert cluster.running_on() == {i: ["a"] for i in ids}
+        for child_id in on_b:
+            first, second = events("start", child_id)
+            (stop,) = events("stop", child_id)
+            assert first[3] <= stop[3] <= second[3]
+            assert second[2] > first[2]
+
+
 async def test_the_last_node_stops_its_children_and_forgets_them(cluster: Cluster) -> None:
     with trio.fail_after(BOUND):
         a = await cluster.node("a", children=[spec("s1"), spec("s2")])

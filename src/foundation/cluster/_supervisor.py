@@ -539,6 +539,10 @@ class DistributedSupervisor:
         """Graceful exit: hand the children over (or, as the last node, stop and forget them)."""
         if self._nursery is None:
             return
+        if self._nursery.cancel_scope.cancel_called:
+            # A background task failed: the children and the lease are gone already.
+            await self._membership.aclose()
+            return
         self._leaving = True
         self._kick()
         members = self.members()
@@ -556,10 +560,7 @@ class DistributedSupervisor:
         if last:
             await self._forget_all()
         elif handed:
-            with trio.move_on_after(self.ttl):
-                for seg in handed:
-                    await self._view.wait_until(functools.partial(self._taken_over, seg), seg)
-            missing = [seg for seg in handed if not self._taken_over(seg)]
+            missing = await self._wait_taken_over(handed)
             if missing:
                 logger.warning(
                     "cluster %r: node %r left; %d of its children did not run elsewhere"
@@ -576,12 +577,43 @@ class DistributedSupervisor:
         )
         self._nursery.cancel_scope.cancel()
 
-    def _taken_over(self, seg: str) -> bool:
-        record = self._view.specs.get(seg)
-        if record is None or record.state != ACTIVE:
-            return True
-        holder = self._view.holder(seg)
-        return holder is not None and holder.node != self._node and holder.state == "running"
+    async def _wait_taken_over(self, segs: list[str]) -> list[str]:
+        """Wait up to T until each child runs on another node; returns those that do not.
+
+        Polls etcd (a read of every lock every 0.1 s) rather than the view:
+        when the caller cancelled a scope around the etcd clients too, their
+        watch streams are gone, while single calls still go through.
+        """
+        missing = list(segs)
+        with trio.move_on_after(self.ttl):
+            while missing:
+                try:
+                    result = await self._lock_client.range(self._keys.lock_base, prefix=True)
+                except EtcdUnavailable:
+                    await trio.sleep(_RETRY_PAUSE)
+                    continue
+                holders: dict[str, LockEntry] = {}
+                for kv in result.kvs:
+                    parsed = self._keys.parse(kv.key)
+                    if parsed is None or parsed[0] != "lock":
+                        continue
+                    entry = LockEntry.decode(kv.key, kv.value, kv.lease, kv.create_revision)
+                    best = holders.get(parsed[1])
+                    if best is None or entry.token < best.token:
+                        holders[parsed[1]] = entry
+                missing = [
+                    seg
+                    for seg in missing
+                    if not (
+                        (holder := holders.get(seg)) is not None
+                        and holder.node != self._node
+                        and holder.state == "running"
+                    )
+                    and self._view.specs.get(seg, _NO_SPEC).state == ACTIVE
+                ]
+                if missing:
+                    await trio.sleep(0.1)
+        return missing
 
     async def _forget_all(self) -> None:
         """The last node leaving: remove every spec, handoff state and move request."""
@@ -1125,6 +1157,13 @@ class DistributedSupervisor:
         return {"supervisor": self._name, "node": self._node, "child_id": local.child_id, **extra}
 
 
+class _NoSpec:
+    state = "absent"
+
+
+_NO_SPEC: Any = _NoSpec()
+
+
 def _move_value(to: str, frm: str, token: int) -> str:
     from ._records import MoveRecord
 
@@ -1268,7 +1307,12 @@ async def open_distributed_supervisor(
     )
     try:
         async with trio.open_nursery() as nursery:
-            await sup._start(nursery, specs)
+            inner: trio.Nursery = await nursery.start(_shielded_nursery)
+            try:
+                await sup._start(inner, specs)
+            except BaseException:
+                inner.cancel_scope.cancel()
+                raise
             try:
                 yield sup
             finally:
@@ -1276,3 +1320,19 @@ async def open_distributed_supervisor(
                     await sup._close()
     except BaseExceptionGroup as group:
         reraise_collapsed(group)
+
+
+async def _shielded_nursery(*, task_status: trio.TaskStatus[trio.Nursery]) -> None:
+    """A nursery an outer cancellation does not reach: only the supervisor ends it.
+
+    The node lease, the view and the children must outlive a cancelled
+    block until the supervisor has left the membership and handed its
+    children over, in that order (cancelling them all at once would revoke
+    the node lease, freeing the children's locks, while the children still
+    run). As :func:`~foundation.supervision.open_supervisor` shields its
+    children once started. A background task's error still ends it.
+    """
+    with trio.CancelScope(shield=True):
+        async with trio.open_nursery() as inner:
+            task_status.started(inner)
+            await trio.sleep_forever()
