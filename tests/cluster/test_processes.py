@@ -22,6 +22,7 @@ from _beats import check_exclusive, check_tokens_grow, read_runs, sampled_overla
 from _procs import Nodes, node_processes
 
 from foundation.coordination._membership import owner_of
+from foundation.etcd import open_etcd_client
 
 pytestmark = [pytest.mark.etcd, pytest.mark.cluster]
 
@@ -45,6 +46,23 @@ def current(beats: str, within: float = 0.5) -> dict[str, str]:
         live = [r for r in runs if not r.stopped and now - r.end < within]
         if len(live) == 1:
             out[child] = live[0].node
+    return out
+
+
+async def name_holders(endpoints: list[str], prefix: str) -> dict[str, str]:
+    """child -> the registry instance holding its ``("beaters", child)`` name in etcd.
+
+    The etcd registry stores a name at ``<prefix>reg/`` + compact JSON of
+    ``[ns, name]``, its value JSON with the writer's instance id as ``"i"``.
+    """
+    base = f"{prefix}reg/reg/"
+    async with open_etcd_client(endpoints) as client:
+        result = await client.range(base, prefix=True)
+    out = {}
+    for kv in result.kvs:
+        ns, name = json.loads(kv.key.decode()[len(base) :])
+        if ns == "beaters":
+            out[name] = json.loads(kv.value)["i"]
     return out
 
 
@@ -75,10 +93,21 @@ async def test_kill_a_node_every_child_runs_again_once_on_its_owner(
             orphans = [i for i, n in before.items() if n == victim]
             survivors = [n for n in ("n0", "n1", "n2") if n != victim]
             after = owners(survivors)
+            names_before = await name_holders(etcd_endpoints, prefix)
             killed = nodes.procs[victim].kill()
             await wait_placed(beats, after, TTL + 10)
             await trio.sleep(1.0)  # time for a duplicate or a second move to show
             runs = read_runs(beats)
+            names_after = await name_holders(etcd_endpoints, prefix)
+    # Every child's register_as name is there, the orphans' held by their new nodes.
+    assert sorted(names_after) == IDS
+    for child in IDS:
+        if child in orphans:
+            assert names_after[child] != names_before[child]
+        else:
+            assert names_after[child] == names_before[child]
+    moved_to = {names_after[c] for c in orphans}
+    assert moved_to <= {names_before[c] for c in IDS if c not in orphans}
     assert check_exclusive(runs) == []
     assert sampled_overlaps(runs) == []
     assert check_tokens_grow(runs) == []
