@@ -249,6 +249,9 @@ class DistributedSupervisor:
 
         A dead node's children run again within about T (+ 2 s); a graceful
         exit waits at most T for its children to run on their new nodes.
+        The registry's TTL counts as asked for: etcd grants it at most
+        ``max(asked, etcd's minimum)``, and the node lease's granted TTL is
+        at least that minimum, so this is never below the true larger TTL.
         """
         return max(float(self._lease.ttl), self._registry_ttl)
 
@@ -293,7 +296,7 @@ class DistributedSupervisor:
             ChildAlreadyExists: a spec with this id is stored (running,
                 stopped or failed).
             RestartIntensityExceeded: the child kept crashing on its node
-                and was marked failed.
+                and was marked failed (before this call saw it run).
             ChildNotFound: it was deleted before it ran.
             EtcdError: etcd refused or could not be reached.
         """
