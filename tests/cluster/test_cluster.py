@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import trio
 from _cluster_children import events
+from _cluster_nodes import Cluster
 
-from conftest import Cluster
 from foundation import errors, telemetry
 from foundation.cluster import current_fencing_token
 from foundation.coordination._membership import owner_of
