@@ -30,6 +30,9 @@ class Run:
     end: float
     stopped: bool = False
     beats: int = 0
+    #: The handoff state it started from, and the count of its last beat.
+    handed: Any = None
+    last_n: int | None = None
     times: list[float] = field(default_factory=list, repr=False)
 
     def __str__(self) -> str:
@@ -67,6 +70,9 @@ def read_runs(beats_dir: str) -> dict[str, list[Run]]:
                 if rec["k"] == "beat":
                     run.beats += 1
                     run.times.append(rec["t"])
+                    run.last_n = rec.get("n")
+                elif rec["k"] == "start":
+                    run.handed = rec.get("from")
                 elif rec["k"] == "stop":
                     run.stopped = True
         out[child] = sorted(runs.values(), key=lambda r: r.start)

@@ -89,7 +89,7 @@ async def start_crasher(
 NODE = "?"
 
 
-async def beater(tag: Any, beats_dir: str) -> None:
+async def beater(tag: Any, beats_dir: str, *, handoff: Handoff, handoff_state: Any = None) -> None:
     """Appends a heartbeat (node, fencing token, monotonic time) to ``<beats_dir>/<tag>.jsonl``.
 
     Every 50 ms, plus a ``start`` line first and a ``stop`` line when it
@@ -97,6 +97,9 @@ async def beater(tag: Any, beats_dir: str) -> None:
     process of the machine, network namespaces included, so the beats of
     several processes compare directly. Lines are appended with ``O_APPEND``
     in one ``write`` each, so concurrent writers never interleave within a line.
+    Each beat counts on from the count the previous instance handed over
+    (``handoff.save`` before each beat; the ``start`` line says where it
+    starts: ``"from"``).
     """
     import json
     import os
@@ -105,14 +108,25 @@ async def beater(tag: Any, beats_dir: str) -> None:
     path = os.path.join(beats_dir, f"{tag}.jsonl")
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     token = current_fencing_token()
+    n = handoff_state or 0
 
-    def write(kind: str) -> None:
-        line = {"k": kind, "node": NODE, "token": token, "t": time.monotonic(), "pid": os.getpid()}
+    def write(kind: str, **extra: Any) -> None:
+        line = {
+            "k": kind,
+            "node": NODE,
+            "token": token,
+            "t": time.monotonic(),
+            "pid": os.getpid(),
+            "n": n,
+            **extra,
+        }
         os.write(fd, (json.dumps(line) + "\n").encode())
 
     try:
-        write("start")
+        write("start", **{"from": handoff_state})
         while True:
+            n += 1
+            await handoff.save(n)
             write("beat")
             await trio.sleep(0.05)
     finally:

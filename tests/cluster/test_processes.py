@@ -2,11 +2,13 @@
 
 Three node processes (``_node.py``) on the session's etcd member run nine
 static ``beater`` children, each appending a heartbeat (node, fencing token,
-``time.monotonic()``) every 50 ms to a file of its own. One node is killed
-with SIGKILL; the beats then must show that every child of the dead node
-ran again exactly once, on the node that owns it among the survivors,
-within T + 2 s of the kill (T: the larger TTL as granted, 5 s here), and, at
-every moment, that no child ran on two nodes and that tokens only grew.
+``time.monotonic()``, a count handed from instance to instance) every 50 ms
+to a file of its own. One node is killed with SIGKILL; the beats then must
+show that every child of the dead node ran again exactly once, on the node
+that owns it among the survivors, within T + 2 s of the kill (T: the larger
+TTL as granted, 5 s here), counting on from the count its dead instance
+saved last, and, at every moment, that no child ran on two nodes and that
+tokens only grew; their names moved with them.
 """
 
 from __future__ import annotations
@@ -123,6 +125,10 @@ async def test_kill_a_node_every_child_runs_again_once_on_its_owner(
             assert old[-1].node == victim
             assert not old[-1].stopped  # killed: no stop line
             assert old[-1].end <= killed
+            # Handoff across the crash: it counts on from the last count saved
+            # (saved before each beat is written: the kill may fall in between).
+            assert old[-1].last_n is not None
+            assert run.handed in (old[-1].last_n, old[-1].last_n + 1)
         else:
             assert new == [], f"{child} of a survivor moved after the kill: {new}"
 

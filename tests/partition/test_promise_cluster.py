@@ -14,7 +14,8 @@ switch, then healed. Promises checked on the beats:
   (T: the larger TTL as granted, 5 s);
 * after healing, the node rejoins and takes back the children it owns (one
   at a time), and at no sampled moment did two nodes run one child; tokens
-  only grew.
+  only grew; each instance counted on from the count its predecessor saved
+  (handoff).
 """
 
 from __future__ import annotations
@@ -136,6 +137,12 @@ async def test_a_cut_off_node_stops_its_children_before_anyone_takes_them(lab: L
         assert moved.node == owners(survivors)[child]
         assert moved.start - cut_at <= TTL + 2
         assert back.node == victim
+        # The handed-over count: the last one the cut-off instance saved (its
+        # last save may have reached etcd with the answer lost in the cut).
+        assert cut_run.last_n is not None
+        assert moved.handed in (cut_run.last_n, cut_run.last_n + 1)
+        assert back.handed is not None
+        assert back.handed >= (moved.last_n or 0)
     for child in IDS:
         if child not in orphans:
             assert not [r for r in runs[child] if r.start > cut_at], f"{child} moved"
