@@ -70,6 +70,7 @@ from ._records import (
     STOPPED,
     ClusterChild,
     LockEntry,
+    MoveRecord,
     SpecRecord,
     handoff_state,
 )
@@ -1168,8 +1169,6 @@ _NO_SPEC: Any = _NoSpec()
 
 
 def _move_value(to: str, frm: str, token: int) -> str:
-    from ._records import MoveRecord
-
     return MoveRecord.value(to, frm, token, time.time())
 
 
