@@ -26,7 +26,7 @@ import pytest
 import trio
 
 from foundation.demo import DemoConfig, DemoSummary, run_demo
-from foundation.demo._config import plan_faults, proposal, split_workers
+from foundation.demo._config import plan_faults, proposal
 from foundation.demo._observe import Observations, worker_of
 from foundation.demo._snapshot import (
     INSTANCES_NS,
@@ -122,7 +122,6 @@ def test_plan_is_seeded_and_inside_the_run() -> None:
     assert {"leader", "worker"} <= {f.kind for f in etcd_plan}
     assert proposal(3, 5, "worker-1") == proposal(3, 5, "worker-1")
     assert proposal(3, 5, "worker-1") != proposal(3, 5, "worker-2")
-    assert split_workers(["a", "b", "c"], 2) == [["a", "c"], ["b"]]
 
 
 @pytest.mark.parametrize(
@@ -553,6 +552,30 @@ async def test_etcd_demo_across_processes(etcd_endpoints: list[str], tmp_path: P
     # Leadership moved between OS processes at least once.
     pids = {inst: info["pid"] for inst, info in summary.instances.items()}
     assert any(pids.get(f["old"]) != pids.get(f["new"]) for f in summary.failovers)
+    # The workers are children of a distributed supervisor: each ran at most once
+    # at any moment (by the machine's monotonic clock), and the killed process's
+    # workers ran again elsewhere within T + 2 s.
+    assert summary.checks["at_most_once"] is True
+    assert summary.checks["moved_after_kill"] is True
+    recoveries = summary.extra["recoveries"]
+    assert recoveries
+    ttl = summary.extra["ttl_granted"]
+    for r in recoveries:
+        assert r["after"] is not None
+        assert r["after"] <= ttl + 2
+    killed_pid = killed[0]["pid"]
+    for r in recoveries:
+        later = sorted(
+            (
+                i
+                for i in summary.instances.values()
+                if i["worker"] == r["worker"] and i["mono_start"] > killed[0]["mono"]
+            ),
+            key=lambda i: i["mono_start"],
+        )
+        assert later
+        assert all(i["pid"] != killed_pid for i in later[:1])
+        assert all(i["token"] is not None for i in later)
     # The run cleaned up after itself: only the final state remains on etcd.
     async with open_etcd_client(etcd_endpoints) as client:
         left = (await client.range(prefix, prefix=True)).kvs

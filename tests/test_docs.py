@@ -28,6 +28,7 @@ PAGES = {
     "registry": "foundation.registry",
     "supervision": "foundation.supervision",
     "coordination": "foundation.coordination",
+    "cluster": "foundation.cluster",
     "etcd": "foundation.etcd",
     "errors": "foundation.errors",
     "telemetry": "foundation.telemetry",

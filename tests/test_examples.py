@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -52,7 +54,33 @@ def test_coordination_example_agrees_on_one_value() -> None:
     assert len(agreed) == 1
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.etcd
+def test_cluster_example_hands_shards_over(etcd_endpoints: list[str]) -> None:
+    """examples/cluster.py needs etcd: the session's member, named by the environment."""
+    env = dict(os.environ, FOUNDATION_ETCD_ENDPOINTS=etcd_endpoints[0])
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "cluster.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    placements = [line for line in lines if line.startswith("nodes:")]
+    assert [p.rsplit(" - ", 1)[1] for p in placements] == ["c leaves", "b leaves", "a leaves"]
+    # Three nodes share the four shards, then c's move on, then b's.
+    assert {"'a'", "'b'", "'c'"} <= set(re.findall(r"'\w'", placements[0]))
+    assert "'c'" not in placements[1]
+    assert placements[2] == "nodes: ['a', 'a', 'a', 'a'] - a leaves"
+    # Each shard that moved resumed from the count its last instance saved.
+    starts = [int(n) for n in re.findall(r"starts at (\d+)", done.stdout)]
+    assert len(starts) > 4  # c's shards at least moved
+    assert starts.count(0) == 4  # only each shard's first instance starts from nothing
+
+
+@pytest.mark.parametrize("name", sorted([*EXPECTED, "cluster.py"]))
 def test_readme_shows_the_example_verbatim(name: str) -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     code = (EXAMPLES / name).read_text(encoding="utf-8")

@@ -22,6 +22,7 @@ catches ``LookupError`` or ``TypeError`` keeps working::
     │   ├── TaskTimeout                (+ TimeoutError)
     │   ├── ChildNotFound              (+ LookupError)
     │   ├── ChildAlreadyExists         (+ ValueError)
+    │   ├── InvalidChildSpec           (+ TypeError)
     │   └── TooManyChildren
     ├── CoordinationError
     │   ├── LockTimeout                (+ TimeoutError)
@@ -76,6 +77,7 @@ __all__ = [
     "EtcdRequestError",
     "EtcdUnavailable",
     "FoundationError",
+    "InvalidChildSpec",
     "InvalidKey",
     "InvalidMetadata",
     "InvalidQuery",
@@ -412,6 +414,31 @@ class ChildAlreadyExists(SupervisionError, ValueError):
             f"the supervisor already has a child {self.child_id!r}; use"
             " restart_child(), or delete_child() it first, or pick another id"
         )
+
+
+class InvalidChildSpec(SupervisionError, TypeError):
+    """A child spec that cannot travel between processes (``foundation.cluster``).
+
+    Raised by the distributed supervisor's ``start_child`` (and by opening it
+    with such static ``children``) before anything is written: a target that
+    no other process can import by name (a lambda, a closure, a nested
+    function, a bound method, a ``functools.partial``), ``args`` or a
+    ``register_as`` that are not JSON, or an id that is not a portable key
+    (``str``, ``int`` or tuples of them).
+    """
+
+    #: The spec's id.
+    child_id: Any
+    #: What is wrong with it.
+    reason: str
+
+    def __init__(self, child_id: Any, reason: str) -> None:
+        super().__init__(child_id, reason)
+        self.child_id = child_id
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"child spec {self.child_id!r} cannot be distributed: {self.reason}"
 
 
 class TooManyChildren(SupervisionError):

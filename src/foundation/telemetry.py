@@ -26,6 +26,9 @@ Events emitted by trio-foundation:
 * ``foundation.supervisor.child.{start,exit,crash,restart,shutdown_timeout}``
 * ``foundation.supervisor.escalate``
 * ``foundation.task.{start,fail}``
+* ``foundation.cluster.child.{start,stop,move,failed,overrun}``,
+  ``foundation.cluster.node.{join,leave,fenced}`` (the distributed
+  supervisor; see docs/cluster.rst)
 
 All functions here are synchronous, never block and never checkpoint; they
 are safe to call from any thread.

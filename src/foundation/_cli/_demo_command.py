@@ -75,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--processes",
         type=count,
         default=2,
-        help="worker processes sharing the workers (default 2)",
+        help="worker processes: the nodes of the workers' distributed supervisor (default 2)",
     )
     etcd.add_argument(
         "--prefix",
@@ -93,7 +93,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--role", choices=("main", "worker"), default="main", help=argparse.SUPPRESS
     )
     parser.add_argument("--proc", default="proc-1", help=argparse.SUPPRESS)
-    parser.add_argument("--names", default="", help=argparse.SUPPRESS)
 
 
 def _config(args: argparse.Namespace) -> DemoConfig:
@@ -216,15 +215,11 @@ def _worker_main(config: DemoConfig, args: argparse.Namespace) -> int:
     if config.etcd is None:
         print("foundation demo: --role worker needs --etcd", file=sys.stderr)
         return 2
-    names = [n for n in args.names.split(",") if n]
-    if not names:
-        print("foundation demo: --role worker needs --names worker-1,...", file=sys.stderr)
-        return 2
     undo = _log_to(config.log_file)
     try:
         from ..demo._cluster import run_worker_process
 
-        trio.run(run_worker_process, config, args.proc, names)
+        trio.run(run_worker_process, config, args.proc)
     except KeyboardInterrupt:
         return 130
     finally:

@@ -13,6 +13,7 @@ leases then expire and etcd elects a candidate of another process.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 
 import trio
@@ -57,10 +58,17 @@ async def _apply(world: World, fault: Fault, owner: tuple[str, int]) -> None:
     if fault.kind == "process":
         pid = _pid_of(world, victim)
         killed = False
+        mono = time.monotonic()  # the machine's one clock: the worker processes stamp theirs
         if world.kill_process is not None and pid is not None:
             killed = await world.kill_process(pid)
         world.event(
-            "fault", index=fault.index, target="process", victim=victim, pid=pid, killed=killed
+            "fault",
+            index=fault.index,
+            target="process",
+            victim=victim,
+            pid=pid,
+            killed=killed,
+            mono=mono,
         )
         return
     await world.registry.register(

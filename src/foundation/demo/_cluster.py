@@ -1,22 +1,33 @@
 """The etcd demo: the same scenario across OS processes sharing one etcd cluster.
 
-The parent process supervises the worker processes like any other children::
+The workers are the children of a distributed supervisor (``foundation.cluster``)
+whose nodes are the worker processes; the parent supervises those processes
+like any other children::
 
     demo (one_for_one)                       the parent (python -m foundation demo --etcd URL)
-    ├── proc-1      python -m foundation demo --role worker ...   (its own tree: worker-1, worker-3)
-    ├── proc-2      python -m foundation demo --role worker ...   (worker-2, worker-4)
+    ├── proc-1      python -m foundation demo --role worker ...   node proc-1 of the cluster
+    ├── proc-2      python -m foundation demo --role worker ...   node proc-2
     └── chaos       crashes a worker, the leader, and kills the leader's process
 
-Every process opens the same etcd registry (``<prefix>registry/``) and
-coordinator (``<prefix>coord/``): the barrier's parties, the election's
-candidates and the agreement span processes, so when the leader's process
-dies (SIGKILL), its leases expire and etcd elects a candidate of another
-process. A worker process reports its events as JSON lines on its stdout;
-the parent adds them to its own tally, grafts the process's supervision tree
-under its node, and publishes the whole state to the ``--state`` file and
-to the key ``<prefix>state``. A worker process stops cleanly on SIGTERM (the
-supervisor's cancellation) and also when its stdin reaches end of file, so
-it never outlives a parent that was killed.
+Every worker process opens the same etcd registry (``<prefix>registry/``),
+coordinator (``<prefix>coord/``) and distributed supervisor ``workers``
+with the workers as static children: each worker runs on the process that
+owns it by rendezvous hashing, at most once at any moment. When the
+leader's process is killed (SIGKILL), its workers run again on the other
+process once etcd expires its leases (within the TTL), and the parent
+restarts the process, which takes its workers back one at a time. A worker
+crash is restarted where it happened, by the worker's own supervisor.
+
+A worker process reports its events as JSON lines on its stdout, each
+stamped with ``time.monotonic()`` (one clock for the whole machine), so the
+parent can check that no worker ever ran twice at once and that the killed
+process's workers ran again within T + 2 s (T: the TTL as etcd granted it).
+The parent adds the events to its own tally, grafts each process's part of
+the tree under its node, and publishes the whole state to the ``--state``
+file and to the key ``<prefix>state``. A worker process stops cleanly on
+SIGTERM (the supervisor's cancellation; its workers are handed over first)
+and also when its stdin reaches end of file, so it never outlives a parent
+that was killed.
 """
 
 from __future__ import annotations
@@ -29,33 +40,44 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from typing import Any, TextIO
 
 import trio
 
 from .. import telemetry
+from ..cluster import open_distributed_supervisor
 from ..coordination import open_etcd_coordinator
 from ..errors import ConfigError
 from ..etcd import EtcdClient, compare_create, op_put
 from ..registry import Registry, open_registry
 from ..supervision import ChildSpec, Restart, Supervisor, open_supervisor
 from ._chaos import run_chaos
-from ._config import DemoConfig, plan_faults, split_workers, worker_names
-from ._local import ROOT, worker_specs
-from ._monitor import observe_leader, supervisor_handler, watch_names
+from ._config import DemoConfig, plan_faults, worker_names
+from ._local import ROOT
+from ._monitor import cluster_handler, observe_leader, supervisor_handler, watch_names
 from ._observe import DemoSummary, Observations
 from ._report import PERIOD, Reporter
-from ._snapshot import WATCHED_NAMESPACES, registrations_json, settled_tree, tree_json
+from ._snapshot import NAMES_NS, WATCHED_NAMESPACES, registrations_json, settled_tree, tree_json
 from ._view import View
-from ._worker import World, one_error
+from ._worker import World, one_error, run_worker
 
-__all__ = ["STOP_TIMEOUT", "WorkerProcessExited", "run_cluster", "run_worker_process"]
+__all__ = [
+    "CLUSTER",
+    "STOP_TIMEOUT",
+    "WorkerProcessExited",
+    "cluster_worker",
+    "run_cluster",
+    "run_worker_process",
+]
 
 logger = logging.getLogger("foundation.demo")
 
-#: Seconds a worker process gets to stop after SIGTERM before it is killed.
-STOP_TIMEOUT = 10.0
+#: Seconds a worker process gets to stop after SIGTERM before it is killed
+#: (it hands its workers over first, which takes up to the TTL).
+STOP_TIMEOUT = 15.0
+
+#: The name of the distributed supervisor the worker processes share.
+CLUSTER = "workers"
 
 
 class WorkerProcessExited(Exception):
@@ -116,7 +138,7 @@ async def _stop_process(proc: trio.Process) -> None:
     proc.kill()
 
 
-def _worker_command(config: DemoConfig, proc_id: str, names: Sequence[str]) -> list[str]:
+def _worker_command(config: DemoConfig, proc_id: str) -> list[str]:
     assert config.etcd is not None
     cmd = [
         sys.executable,
@@ -125,7 +147,6 @@ def _worker_command(config: DemoConfig, proc_id: str, names: Sequence[str]) -> l
         "demo",
         "--role=worker",
         f"--proc={proc_id}",
-        f"--names={','.join(names)}",
         f"--etcd={','.join(config.etcd)}",
         f"--prefix={config.prefix}",
         f"--ttl={config.ttl}",
@@ -158,7 +179,6 @@ async def _supervise_process(
     world: World,
     procs: _Processes,
     proc_id: str,
-    names: list[str],
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -168,7 +188,7 @@ async def _supervise_process(
     its pid to the supervisor. If the process ends by itself (crash, killed)
     this raises :class:`WorkerProcessExited`, which the supervisor restarts.
     """
-    command = _worker_command(world.config, proc_id, names)
+    command = _worker_command(world.config, proc_id)
     async with trio.open_nursery() as nursery:
         proc: trio.Process = await nursery.start(
             functools.partial(
@@ -197,6 +217,7 @@ async def _supervise_process(
                 if not isinstance(ev, dict):
                     continue
                 if ev.get("kind") == "ready":
+                    world.event("node", proc=proc_id, pid=proc.pid, ttl=ev.get("ttl"))
                     task_status.started(proc.pid)
                     continue
                 ev["at"] = round(world.now(), 3)  # the parent's clock, for one timeline
@@ -211,6 +232,7 @@ async def _supervise_process(
         pid=proc.pid,
         returncode=returncode,
         injected=injected,
+        mono=time.monotonic(),
     )
     raise WorkerProcessExited(proc_id, proc.pid, returncode)
 
@@ -262,7 +284,6 @@ async def run_cluster(config: DemoConfig, view: View | None = None) -> DemoSumma
     if view is not None:
         obs.listeners.append(view.on_event)
     procs = _Processes()
-    groups = split_workers(worker_names(config.workers), config.processes)
     async with (
         open_etcd_coordinator(endpoints, prefix=config.coordinator_prefix, ttl=config.ttl) as coord,
         open_registry(
@@ -294,11 +315,11 @@ async def run_cluster(config: DemoConfig, view: View | None = None) -> DemoSumma
                 ChildSpec(
                     id=f"proc-{k + 1}",
                     target=_supervise_process,
-                    args=(world, procs, f"proc-{k + 1}", names),
+                    args=(world, procs, f"proc-{k + 1}"),
                     restart=Restart.PERMANENT,
                     shutdown=STOP_TIMEOUT + 5,
                 )
-                for k, names in enumerate(groups)
+                for k in range(config.processes)
             ]
             handler = supervisor_handler(world, {ROOT})
             attached = telemetry.attached(
@@ -322,6 +343,9 @@ async def run_cluster(config: DemoConfig, view: View | None = None) -> DemoSumma
                         await sup.start_child(chaos)
                         reporter.start_in(nursery)
                         await trio.sleep_until(world.started + config.seconds)
+                        # The summary checks that a killed process's workers ran
+                        # again within T + 2 s: leave that long after the kill.
+                        await trio.sleep_until(obs.kill_window_end(world.t0))
                         reporter.stop()
                         before = tree()
                         world.event("stopping", seconds=config.seconds)
@@ -351,14 +375,52 @@ async def run_cluster(config: DemoConfig, view: View | None = None) -> DemoSumma
 # The worker process (python -m foundation demo --role worker ...)
 # ---------------------------------------------------------------------------
 class _JsonLines:
-    """Events to the parent: one JSON object per line on stdout, flushed at once."""
+    """Events to the parent: one JSON object per line on stdout, flushed at once.
+
+    Each is stamped with ``mono`` (``time.monotonic()``), the machine's one
+    clock, so the parent can compare times of several processes.
+    """
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
 
     def __call__(self, event: dict[str, Any]) -> None:
+        event.setdefault("mono", time.monotonic())
         self.stream.write(json.dumps(event, default=repr) + "\n")
         self.stream.flush()
+
+
+# The World of this worker process: the distributed children find it here
+# (a child spec carries only JSON, so the world cannot travel in its args).
+_world: World | None = None
+
+
+async def cluster_worker(
+    name: str, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """The target of a worker of the distributed supervisor: :func:`run_worker` here.
+
+    Named ``"foundation.demo._cluster:cluster_worker"`` in the spec, so every
+    process can start it.
+    """
+    if _world is None:
+        raise RuntimeError("cluster_worker runs only in a demo worker process")
+    await run_worker(_world, name, task_status=task_status)
+
+
+def cluster_specs(config: DemoConfig) -> list[ChildSpec]:
+    """The workers as children of the distributed supervisor (JSON, the target by name)."""
+    return [
+        ChildSpec(
+            id=name,
+            target=f"{__name__}:cluster_worker",
+            args=(name,),
+            restart=Restart.PERMANENT,
+            shutdown=5.0,
+            register_as=(NAMES_NS, name),
+        )
+        for name in worker_names(config.workers)
+    ]
 
 
 async def _until_stdin_closes(scope: trio.CancelScope) -> None:
@@ -377,12 +439,14 @@ async def _until_sigterm(scope: trio.CancelScope) -> None:
             return
 
 
-async def run_worker_process(config: DemoConfig, proc_id: str, names: Sequence[str]) -> None:
-    """Run workers ``names`` of an etcd demo in this process, until SIGTERM or stdin EOF.
+async def run_worker_process(config: DemoConfig, proc_id: str) -> None:
+    """Run node ``proc_id`` of an etcd demo's workers, until SIGTERM or stdin EOF.
 
-    Prints ``{"kind": "ready"}`` once its workers are up, then its events and
-    (every half second) its supervision tree, as JSON lines on stdout.
+    Prints ``{"kind": "ready", "ttl": T}`` once this node has joined the
+    distributed supervisor, then its events and (every half second) its part
+    of the tree, as JSON lines on stdout. Leaving hands its workers over.
     """
+    global _world
     assert config.etcd is not None
     out = _JsonLines(sys.stdout)
     async with (
@@ -397,22 +461,32 @@ async def run_worker_process(config: DemoConfig, proc_id: str, names: Sequence[s
         ) as registry,
     ):
         world = World(config, registry, coord, out)
-        handler = supervisor_handler(world, {proc_id})
-        attached = telemetry.attached(
-            f"foundation.demo.{proc_id}", "foundation.supervisor", handler
-        )
-        with attached, one_error():
+        _world = world
+        names = {f"{CLUSTER}/{name}" for name in worker_names(config.workers)}
+        with (
+            telemetry.attached(
+                f"foundation.demo.{proc_id}",
+                "foundation.supervisor",
+                supervisor_handler(world, names),
+            ),
+            telemetry.attached(
+                f"foundation.demo.{proc_id}.cluster", "foundation.cluster", cluster_handler(world)
+            ),
+            one_error(),
+        ):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_until_stdin_closes, nursery.cancel_scope)
                 nursery.start_soon(_until_sigterm, nursery.cancel_scope)
-                async with open_supervisor(
-                    worker_specs(world, list(names)),
-                    name=proc_id,
+                async with open_distributed_supervisor(
+                    CLUSTER,
+                    registry=registry,
+                    coordinator=coord,
+                    node=proc_id,
+                    children=cluster_specs(config),
                     max_restarts=10,
                     max_seconds=10,
-                    registry=registry,
                 ) as sup:
-                    out({"kind": "ready", "pid": os.getpid()})
+                    out({"kind": "ready", "pid": os.getpid(), "ttl": sup.ttl})
                     while True:
                         out({"kind": "tree", "proc": proc_id, "tree": tree_json(sup.tree())})
                         await trio.sleep(PERIOD)

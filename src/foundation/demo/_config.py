@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import ConfigError
@@ -21,7 +20,6 @@ __all__ = [
     "Fault",
     "plan_faults",
     "proposal",
-    "split_workers",
     "worker_names",
 ]
 
@@ -194,8 +192,3 @@ def proposal(seed: int, round_: int, worker: str) -> dict[str, str]:
     """
     value = random.Random(f"{seed}/{round_}/{worker}").randrange(1 << 16)
     return {"value": f"{value:04x}", "by": worker}
-
-
-def split_workers(names: Sequence[str], processes: int) -> list[list[str]]:
-    """Deal ``names`` round-robin to ``processes`` (every process gets at least one)."""
-    return [list(names[k::processes]) for k in range(processes)]

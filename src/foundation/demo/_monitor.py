@@ -20,7 +20,7 @@ from ..registry import EventKind
 from ._snapshot import ELECTION, NAMES_NS
 from ._worker import World
 
-__all__ = ["observe_leader", "supervisor_handler", "watch_names"]
+__all__ = ["cluster_handler", "observe_leader", "supervisor_handler", "watch_names"]
 
 logger = logging.getLogger("foundation.demo")
 
@@ -93,5 +93,30 @@ def supervisor_handler(world: World, supervisors: set[str]) -> telemetry.Handler
                 child=str(metadata.get("child_id")),
                 error=f"{type(error).__name__}: {error}" if error is not None else None,
             )
+
+    return handle
+
+
+def cluster_handler(world: World) -> telemetry.Handler:
+    """A telemetry handler turning the distributed supervisor's events into ``cluster`` events.
+
+    ``foundation.cluster.child.{start,stop,move,failed,overrun}`` and
+    ``foundation.cluster.node.{join,leave,fenced}`` become ``{"kind":
+    "cluster", "event": "child.start", "worker": ..., "node": ...}``.
+    """
+
+    def handle(event: str, measurements: Mapping[str, float], metadata: Mapping[str, Any]) -> None:
+        short = event.removeprefix("foundation.cluster.")
+        reason = metadata.get("reason")
+        error = metadata.get("error")
+        world.event(
+            "cluster",
+            event=short,
+            worker=metadata.get("child_id"),
+            node=metadata.get("node"),
+            reason=str(reason) if reason is not None else None,
+            error=f"{type(error).__name__}: {error}" if error is not None else None,
+            token=measurements.get("token"),
+        )
 
     return handle

@@ -6,13 +6,18 @@ leaders, names moving, faults. :class:`Observations` folds them into the
 state the live view shows and, at the end, into a :class:`DemoSummary` whose
 checks are the scenario's claims: restarts happened, a name moved to a new
 instance, leadership failed over, every round was agreed, only planned
-crashes happened, and nothing stayed registered by dead workers.
+crashes happened, and nothing stayed registered by dead workers. In etcd
+mode, where the workers are children of a distributed supervisor, two more:
+no worker ever ran twice at once (by the machine's monotonic clock, which
+every process stamps its events with) and fencing tokens only grew; and the
+workers of the killed process ran again within T + 2 s of the kill.
 """
 
 from __future__ import annotations
 
 import collections
 import itertools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +35,8 @@ CHECKS = {
     "agreement": "every round was agreed (all workers learned one value)",
     "planned_crashes_only": "no crash other than the planned ones",
     "no_leftovers": "nothing stayed registered by dead workers",
+    "at_most_once": "no worker ran twice at once, and fencing tokens only grew",
+    "moved_after_kill": "the killed process's workers ran again within T + 2 s",
 }
 
 
@@ -146,6 +153,10 @@ class Observations:
         self.trees: dict[str, dict[str, Any]] = {}
         self.stale: dict[tuple[str, str], dict[str, Any]] = {}
         self.escalations: list[dict[str, Any]] = []
+        #: etcd mode: process kills, ``{"pid", "mono", "at"}``.
+        self.kills: list[dict[str, Any]] = []
+        #: etcd mode: the largest TTL a node reported as granted (T).
+        self.cluster_ttl: float | None = None
         #: Set by the ``stopping`` event: the tree is shutting down, so leader
         #: and name changes from here on are the shutdown's, not failovers
         #: (its leaders are still listed, marked ``shutdown``).
@@ -169,12 +180,16 @@ class Observations:
             "pid": ev.get("pid"),
             "started": ev["at"],
             "ended": None,
+            "token": ev.get("token"),
+            "mono_start": ev.get("mono"),
+            "mono_end": None,
         }
 
     def _on_exit(self, ev: dict[str, Any]) -> None:
         info = self.instances.get(ev["instance"])
         if info is not None and info["ended"] is None:
             info["ended"] = ev["at"]
+            info["mono_end"] = ev.get("mono")
         if ev.get("error") is not None:
             self.crashes.append(
                 {
@@ -201,6 +216,13 @@ class Observations:
 
     def _on_fault(self, ev: dict[str, Any]) -> None:
         self.faults.append({k: v for k, v in ev.items() if k != "kind"})
+        if ev.get("target") == "process" and ev.get("killed") and ev.get("mono") is not None:
+            self.kills.append({"pid": ev.get("pid"), "mono": ev["mono"], "at": ev["at"]})
+
+    def _on_node(self, ev: dict[str, Any]) -> None:
+        ttl = ev.get("ttl")
+        if isinstance(ttl, int | float):
+            self.cluster_ttl = max(self.cluster_ttl or 0.0, float(ttl))
 
     def _on_name(self, ev: dict[str, Any]) -> None:
         if self.stopping:
@@ -247,9 +269,12 @@ class Observations:
         if ev.get("event") != "exited":
             return
         self.trees.pop(str(ev.get("proc")), None)  # its workers' tree died with it
+        killed = [k["mono"] for k in self.kills if k["pid"] == ev.get("pid")]
         for info in self.instances.values():
             if info["pid"] == ev.get("pid") and info["ended"] is None:
                 info["ended"] = ev["at"]
+                # Killed: it ran until the kill at the latest.
+                info["mono_end"] = min(killed) if killed else ev.get("mono")
         if ev.get("returncode") not in (0, None):
             code = ev.get("returncode")
             how = f"killed by signal {-code}" if isinstance(code, int) and code < 0 else None
@@ -318,6 +343,74 @@ class Observations:
                 )
         return out
 
+    def kill_window_end(self, t0: float) -> float:
+        """The Trio time until which a run must last to see the last kill's recovery.
+
+        T + 2 s (and a little) after the last process kill; ``t0`` is the
+        run's start, which event times (``at``) count from.
+        """
+        if not self.kills:
+            return t0
+        ttl = self.cluster_ttl if self.cluster_ttl is not None else float(self.config.ttl)
+        last: float = max(k["at"] for k in self.kills)
+        return t0 + last + ttl + 2.5
+
+    def overlaps(self) -> list[str]:
+        """etcd mode: instances of one worker alive at once, or a token that went down."""
+        problems = []
+        by_worker: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+        for instance, info in self.instances.items():
+            if info.get("mono_start") is not None:
+                by_worker[info["worker"]].append({"instance": instance, **info})
+        for worker, runs in sorted(by_worker.items()):
+            runs.sort(key=lambda r: r["mono_start"])
+            for a, b in itertools.pairwise(runs):
+                end = a["mono_end"] if a["mono_end"] is not None else math.inf
+                if b["mono_start"] < end:
+                    problems.append(
+                        f"{worker}: {b['instance']} started before {a['instance']} ended"
+                    )
+                ta, tb = a.get("token"), b.get("token")
+                # A restart where it runs keeps its lock (and token); a move takes a new one.
+                if (
+                    ta is not None
+                    and tb is not None
+                    and (tb < ta or (tb == ta and a["pid"] != b["pid"]))
+                ):
+                    problems.append(
+                        f"{worker}: token {tb} of {b['instance']} after {ta} of {a['instance']}"
+                    )
+        return problems
+
+    def recoveries(self) -> list[dict[str, Any]]:
+        """etcd mode: for each worker of a killed process, how long until it ran again.
+
+        ``after`` is None when it did not run again before the end.
+        """
+        out = []
+        for kill in self.kills:
+            hit = [
+                info
+                for info in self.instances.values()
+                if info["pid"] == kill["pid"]
+                and info.get("mono_start") is not None
+                and info["mono_start"] < kill["mono"]
+                and (info.get("mono_end") is None or info["mono_end"] >= kill["mono"] - 0.001)
+            ]
+            for info in hit:
+                later = [
+                    other["mono_start"]
+                    for other in self.instances.values()
+                    if other["worker"] == info["worker"]
+                    and other.get("mono_start") is not None
+                    and other["mono_start"] > kill["mono"]
+                ]
+                after = min(later) - kill["mono"] if later else None
+                out.append(
+                    {"worker": info["worker"], "pid": kill["pid"], "after": after, "at": kill["at"]}
+                )
+        return out
+
     # -- the end ---------------------------------------------------------------------
     def summary(
         self,
@@ -359,6 +452,16 @@ class Observations:
             "planned_crashes_only": not unplanned and not self.escalations,
             "no_leftovers": not leftovers and not self.stale,
         }
+        extra = dict(extra or {})
+        if self.config.etcd is not None:
+            overlaps = self.overlaps()
+            recoveries = self.recoveries()
+            ttl = self.cluster_ttl if self.cluster_ttl is not None else float(self.config.ttl)
+            late = [r for r in recoveries if r["after"] is None or r["after"] > ttl + 2]
+            checks["at_most_once"] = not overlaps
+            checks["moved_after_kill"] = bool(recoveries) and not late
+            extra["recoveries"] = recoveries
+            extra["ttl_granted"] = ttl
         problems = []
         if not checks["restarts"]:
             problems.append(
@@ -386,6 +489,22 @@ class Observations:
             names = [f"{r['namespace']}/{r['name']}" for r in leftovers]
             names += [f"{ns}/{name} (stale)" for ns, name in self.stale]
             problems.append("registrations left by dead workers: " + ", ".join(names))
+        if not checks.get("at_most_once", True):
+            problems.append("a worker ran twice at once: " + "; ".join(self.overlaps()))
+        if not checks.get("moved_after_kill", True):
+            recoveries = extra.get("recoveries") or []
+            if not recoveries:
+                problems.append("no process hosting a worker was killed (nothing to recover)")
+            else:
+                what = [
+                    f"{r['worker']}: "
+                    + ("never" if r["after"] is None else f"after {r['after']:.2f} s")
+                    for r in recoveries
+                ]
+                problems.append(
+                    f"the killed process's workers ran again later than T + 2 s"
+                    f" (T = {extra.get('ttl_granted')} s): " + ", ".join(what)
+                )
         return DemoSummary(
             ok=all(checks.values()),
             problems=tuple(problems),
@@ -407,5 +526,5 @@ class Observations:
             stale=tuple(self.stale.values()),
             instances={k: dict(v) for k, v in self.instances.items()},
             state_path=state_path,
-            extra=dict(extra or {}),
+            extra=extra,
         )

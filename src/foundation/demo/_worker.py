@@ -30,6 +30,7 @@ from typing import Any
 
 import trio
 
+from ..cluster import current_fencing_token
 from ..coordination import Coordinator
 from ..registry import EventKind, Registry
 from ._config import DemoConfig, proposal
@@ -202,11 +203,15 @@ async def run_worker(
     """
     incarnation = await world.coord.counter(f"incarnation/{name}").add(1)
     instance = f"{name}#{incarnation}"
+    try:
+        token: int | None = current_fencing_token()  # a child of the distributed supervisor
+    except LookupError:
+        token = None
     metadata = {"worker": name, "role": "follower", "incarnation": incarnation, "pid": os.getpid()}
     try:
         await wait_name_free(world, NAMES_NS, name)
         async with world.registry.registered(INSTANCES_NS, instance, name, metadata):
-            world.event("start", worker=name, instance=instance, pid=os.getpid())
+            world.event("start", worker=name, instance=instance, pid=os.getpid(), token=token)
             task_status.started(instance)
             await _serve(world, name, instance, metadata)
     except InjectedCrash as exc:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import enum
 import functools
+import importlib
 import inspect
 import math
 import numbers
 import random
+import re
 import types
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
@@ -21,6 +23,8 @@ __all__ = [
     "ChildState",
     "Restart",
     "Strategy",
+    "resolve_target",
+    "target_name",
 ]
 
 
@@ -65,13 +69,17 @@ class ChildSpec:
 
     ``target`` is an async function called as ``await target(*args)``; when it
     takes a ``task_status`` parameter it is started with ``nursery.start`` and
-    counts as started once it calls ``task_status.started(value)``.
+    counts as started once it calls ``task_status.started(value)``. It may
+    also be named by a string ``"package.module:qualname"``, imported each
+    time the child starts (a failed import is a crash of the child): that is
+    how a spec travels between processes (see :mod:`foundation.cluster`).
     """
 
     #: Unique among the supervisor's children; the registry owner of ``register_as``.
     id: Hashable
-    #: ``async def target(*args, task_status=trio.TASK_STATUS_IGNORED)``.
-    target: Callable[..., Awaitable[Any]]
+    #: ``async def target(*args, task_status=trio.TASK_STATUS_IGNORED)``, or
+    #: its name ``"package.module:qualname"``.
+    target: Callable[..., Awaitable[Any]] | str
     #: Positional arguments for ``target``.
     args: tuple[Any, ...] = ()
     #: When to restart it.
@@ -83,8 +91,17 @@ class ChildSpec:
     register_as: tuple[Hashable, Hashable] | None = None
 
     def __post_init__(self) -> None:
-        if not callable(self.target):
-            raise TypeError(f"ChildSpec.target must be an async callable, got {self.target!r}")
+        if isinstance(self.target, str):
+            if _TARGET_NAME.fullmatch(self.target) is None:
+                raise TypeError(
+                    f"ChildSpec.target {self.target!r} is not a 'package.module:qualname'"
+                    " name; pass the function, or name it like 'myapp.workers:run'"
+                )
+        elif not callable(self.target):
+            raise TypeError(
+                "ChildSpec.target must be an async callable or a 'package.module:qualname'"
+                f" string, got {self.target!r}"
+            )
         if not isinstance(self.args, tuple):
             raise TypeError(f"ChildSpec.args must be a tuple, got {type(self.args).__name__}")
         if not isinstance(self.restart, Restart):
@@ -99,8 +116,63 @@ class ChildSpec:
 
     @property
     def takes_task_status(self) -> bool:
-        """Whether ``target`` accepts ``task_status`` (then it starts with ``nursery.start``)."""
-        return takes_task_status(self.target)
+        """Whether ``target`` accepts ``task_status`` (then it starts with ``nursery.start``).
+
+        A target given by name is imported to answer.
+        """
+        return takes_task_status(resolve_target(self.target))
+
+
+#: ``package.module:qualname``: dotted identifiers on both sides of one colon.
+_TARGET_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
+
+
+def resolve_target(target: Callable[..., Any] | str) -> Callable[..., Any]:
+    """The function ``target`` names (``"package.module:qualname"``), or ``target`` itself.
+
+    Raises:
+        ImportError: the module does not import, or has no such attribute
+            (the original error is the ``__cause__``).
+        TypeError: the name is not of that form, or names something not callable.
+    """
+    if not isinstance(target, str):
+        return target
+    if _TARGET_NAME.fullmatch(target) is None:
+        raise TypeError(f"{target!r} is not a 'package.module:qualname' target name")
+    module_name, _, qualname = target.partition(":")
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except AttributeError as exc:
+        raise ImportError(
+            f"target {target!r}: module {module_name!r} has no {qualname!r} ({exc})",
+            name=module_name,
+        ) from exc
+    if not callable(found):
+        raise TypeError(f"target {target!r} names {type(found).__name__} {found!r}, not a function")
+    return found  # type: ignore[no-any-return]
+
+
+def target_name(fn: Callable[..., Any]) -> str | None:
+    """``"package.module:qualname"`` if that name imports back to ``fn`` itself, else None.
+
+    None for what no other process could find by name: lambdas, closures
+    and nested functions (``<locals>`` in the qualname), bound methods,
+    ``functools.partial`` objects and other callables without a qualname.
+    """
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", None)
+    if not isinstance(module, str) or not isinstance(qualname, str):
+        return None
+    name = f"{module}:{qualname}"
+    if _TARGET_NAME.fullmatch(name) is None:  # <lambda>, <locals>...
+        return None
+    try:
+        found = resolve_target(name)
+    except (ImportError, TypeError):
+        return None
+    return name if found is fn else None
 
 
 def _check_shutdown(shutdown: object) -> None:

@@ -45,6 +45,7 @@ from ._spec import (
     ChildState,
     Restart,
     Strategy,
+    resolve_target,
     takes_task_status,
 )
 from ._tree import ChildNode, SupervisorTree
@@ -157,7 +158,8 @@ class _Child:
     def __init__(self, spec: ChildSpec, owner: Hashable, live: set[_Child]) -> None:
         self.spec = spec
         self.owner = owner
-        self.takes_status = takes_task_status(spec.target)
+        # None for a target given by name: it is imported (and looked at) at each start.
+        self.takes_status = None if isinstance(spec.target, str) else takes_task_status(spec.target)
         #: The supervisor's set of children that run or restart (max_children).
         self.live = live
         self._state = ChildState.STOPPED
@@ -424,12 +426,16 @@ class Supervisor:
         try:
             with run.scope:
                 try:
-                    if child.takes_status:
-                        await spec.target(*spec.args, task_status=_StatusProxy(task_status, run))
+                    target = resolve_target(spec.target)
+                    takes_status = child.takes_status
+                    if takes_status is None:
+                        takes_status = takes_task_status(target)
+                    if takes_status:
+                        await target(*spec.args, task_status=_StatusProxy(task_status, run))
                     else:
                         run.started = True
                         task_status.started(None)
-                        await spec.target(*spec.args)
+                        await target(*spec.args)
                 except Exception as exc:
                     # Its own nursery's single error, not a one-member group.
                     run.exc = unwrap_single(exc)
