@@ -12,6 +12,14 @@
 
 #include "fdn_table.h"
 
+/* types.MappingProxyType's layout (Objects/descrobject.c; unchanged since
+ * it was added): the metadata the registry stores is one over its own dict. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *mapping;
+} fdn_proxy;
+
+
 /*
  * Table memory goes through PyMem_*, which tracemalloc traces like any
  * object allocation (so the memory benchmark sees the slots, records and
@@ -221,6 +229,96 @@ static inline int fdn_pair_eq(PyObject *sa, PyObject *sb, PyObject *a,
     return fdn_eq(sb, b);
 }
 
+/*
+ * same_value(a, b) of _keys.py in C: identity, or a truthy a == b; an
+ * __eq__ (or a bool()) that raises an Exception means "not the same".
+ * 1 / 0, or -1 with a BaseException that is not an Exception set
+ * (KeyboardInterrupt, trio.Cancelled: never swallowed). May run Python code.
+ */
+static inline int fdn_same_value(PyObject *a, PyObject *b)
+{
+    PyObject *res;
+    int t;
+    if (a == b)
+        return 1;
+    Py_INCREF(a);
+    Py_INCREF(b);
+    res = PyObject_RichCompare(a, b, Py_EQ);
+    Py_DECREF(a);
+    Py_DECREF(b);
+    if (res == NULL) {
+        t = -1;
+    } else {
+        t = PyObject_IsTrue(res);
+        Py_DECREF(res);
+    }
+    if (t >= 0)
+        return t;
+    if (PyErr_ExceptionMatches(PyExc_Exception)) {
+        PyErr_Clear();
+        return 0;
+    }
+    return -1;
+}
+
+/*
+ * _query._equalities_matcher's test in C, on stored metadata: 1 if the
+ * mapping has every fields[i] equal (a truthy ==) to operands[i], else 0;
+ * -1 with an exception set when a lookup or a comparison raised (the caller
+ * decides: an Exception means "no match"); -2 when md is not a mappingproxy
+ * over a dict (the caller uses the Python matcher). The identity shortcut
+ * is taken only for types whose == is identity-true (str, int, bool, None),
+ * so a NaN still differs from itself as it does in Python. May run Python
+ * code (a custom __eq__), which the caller guards against.
+ */
+static int fdn_md_match(PyObject *md, PyObject **fields, PyObject **operands,
+                        Py_ssize_t n)
+{
+    PyObject *d, *v, *op, *res;
+    Py_ssize_t i;
+    int t = 1;
+    if (n == 0)
+        return 1;
+    if (!Py_IS_TYPE(md, &PyDictProxy_Type))
+        return -2;
+    d = ((fdn_proxy *)md)->mapping;
+    if (!PyDict_CheckExact(d))
+        return -2;
+    Py_INCREF(d);
+    for (i = 0; i < n; i++) {
+        v = PyDict_GetItemWithError(d, fields[i]);
+        if (v == NULL) {
+            t = PyErr_Occurred() ? -1 : 0;
+            break;
+        }
+        op = operands[i];
+        if (v == op && (PyUnicode_CheckExact(v) || PyLong_CheckExact(v) ||
+                        v == Py_None || PyBool_Check(v)))
+            continue;
+        if (PyUnicode_CheckExact(v) && PyUnicode_CheckExact(op)) {
+            if (PyUnicode_GET_LENGTH(v) != PyUnicode_GET_LENGTH(op) ||
+                PyUnicode_Compare(v, op) != 0) {
+                t = 0;
+                break;
+            }
+            continue;
+        }
+        Py_INCREF(v);
+        res = PyObject_RichCompare(v, op, Py_EQ);
+        Py_DECREF(v);
+        if (res == NULL) {
+            t = -1;
+            break;
+        }
+        t = PyObject_IsTrue(res);
+        Py_DECREF(res);
+        if (t <= 0)
+            break;
+    }
+    Py_DECREF(d);
+    return t;
+}
+
 /* The pending exception (normalised, traceback attached) as a new
  * reference, clearing it; NULL if none. */
 static inline PyObject *fdn_fetch_exception(void)
@@ -311,43 +409,161 @@ static inline PyObject *fdn_make_record2(PyTypeObject *type, PyObject *a,
 }
 
 /*
- * The object references a shard holds, for the backend's tp_traverse (so a
- * value that refers back to its registry forms a cycle the GC can see and
- * collect, instead of a leak).
+ * Which objects the table must show the garbage collector.
+ *
+ * Only an object that can hold references can be part of a reference cycle,
+ * so only those need a visit from the table's tp_traverse: str, int, float,
+ * bytes, None (no GC type) never do, nor does a tuple of such objects,
+ * recursively (immutable, so it stays that way). Everything else (a service
+ * object, a dict, a function, a GC type whose instance is untracked just
+ * now, like an empty dict that may later hold a list) is traced.
+ */
+static int fdn_tuple_traced(PyObject *t, int depth)
+{
+    Py_ssize_t i, n = PyTuple_GET_SIZE(t);
+    if (depth > 8)
+        return 1;
+    for (i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(t, i);
+        if (!PyObject_IS_GC(item))
+            continue;
+        if (PyTuple_CheckExact(item) && !fdn_tuple_traced(item, depth + 1))
+            continue;
+        return 1;
+    }
+    return 0;
+}
+
+static inline int fdn_traced(PyObject *o)
+{
+    if (PyUnicode_CheckExact(o) || o == Py_None || PyLong_CheckExact(o))
+        return 0;
+    if (!PyObject_IS_GC(o))
+        return 0;
+    if (PyTuple_CheckExact(o))
+        return fdn_tuple_traced(o, 0);
+    return 1;
+}
+
+/*
+ * Whether stored metadata must be traced: not when it is the shared empty
+ * mapping, or a mappingproxy over an exact dict whose keys and values are
+ * all untraced (the registry's own copy, never mutated: it can reach
+ * nothing else). Such a dict is untracked here too, as CPython's collector
+ * would untrack it on its next full pass. (The proxy stays tracked: its
+ * deallocator requires it.)
+ */
+static inline int fdn_meta_traced(PyObject *md, PyObject *empty)
+{
+    PyObject *d, *k, *v;
+    Py_ssize_t pos = 0;
+    if (md == empty)
+        return 0;
+    if (!Py_IS_TYPE(md, &PyDictProxy_Type))
+        return 1;
+    d = ((fdn_proxy *)md)->mapping;
+    if (!PyDict_CheckExact(d))
+        return 1;
+    while (PyDict_Next(d, &pos, &k, &v)) {
+        if (fdn_traced(k) || fdn_traced(v))
+            return 1;
+    }
+#if !FDN_FREETHREADED
+    if (PyObject_GC_IsTracked(d))
+        PyObject_GC_UnTrack(d);
+#endif
+    return 0;
+}
+
+/* The trace mask (FDN_T_*) of a name's pointers. */
+static inline unsigned fdn_name_tmask(PyObject *ns, PyObject *name, PyObject *value,
+                                      PyObject *md, PyObject *owner, PyObject *empty)
+{
+    unsigned m = 0;
+    if (fdn_traced(ns))
+        m |= FDN_T_NS;
+    if (fdn_traced(name))
+        m |= FDN_T_NAME;
+    if (fdn_traced(value))
+        m |= FDN_T_VALUE;
+    if (fdn_meta_traced(md, empty))
+        m |= FDN_T_META;
+    if (owner != NULL && fdn_traced(owner))
+        m |= FDN_T_OWNER;
+    return m;
+}
+
+/*
+ * The backend's tp_traverse over its shards: exactly the traced pointers,
+ * one dense vector per shard in insertion order (objects registered one
+ * after another sit together in memory, where the table's slots, in hash
+ * order, would send each visit to a new cache line).
  */
 static inline int fdn_traverse_shards(fdn_shard *sh, size_t n, visitproc visit,
                                       void *arg)
 {
     size_t k, i;
     for (k = 0; sh != NULL && k < n; k++) {
-        fdn_shard *s = &sh[k];
-        if (s->main.slots != NULL) {
-            for (i = 0; i <= s->main.mask; i++) {
-                fdn_slot *e = &s->main.slots[i];
-                fdn_rec *rec;
-                if (e->a == NULL)
-                    continue;
-                rec = s->main.recs[i];
-                Py_VISIT((PyObject *)e->a);
-                Py_VISIT((PyObject *)e->b);
-                Py_VISIT((PyObject *)e->value);
-                Py_VISIT((PyObject *)rec->meta);
-                if (FDN_REC_OWNED(rec))
-                    Py_VISIT((PyObject *)rec->owner);
-            }
-        }
-        if (s->ns.slots != NULL) {
-            for (i = 0; i <= s->ns.mask; i++)
-                if (s->ns.slots[i].a != NULL)
-                    Py_VISIT((PyObject *)s->ns.slots[i].a);
-        }
-        if (s->own.slots != NULL) {
-            for (i = 0; i <= s->own.mask; i++)
-                if (s->own.slots[i].a != NULL)
-                    Py_VISIT((PyObject *)s->own.slots[i].a);
+        fdn_refs *r = &sh[k].refs;
+        for (i = 0; i < r->n; i++) {
+            if (r->v[i] != NULL)
+                Py_VISIT((PyObject *)r->v[i]);
         }
     }
     return 0;
+}
+
+static void fdn_release_lists(fdn_table *t, int members)
+{
+    size_t i;
+    if (t->slots == NULL)
+        return;
+    for (i = 0; i <= t->mask; i++) {
+        fdn_list *l;
+        fdn_rec *rec;
+        if (t->slots[i].a == NULL)
+            continue;
+        l = (fdn_list *)t->slots[i].value;
+        if (members) {
+            for (rec = l->first; rec != NULL; rec = rec->ns_next) {
+                Py_DECREF((PyObject *)rec->value);
+                Py_DECREF((PyObject *)rec->meta);
+                if (FDN_REC_OWNED(rec))
+                    Py_DECREF((PyObject *)rec->owner);
+            }
+        }
+        Py_DECREF((PyObject *)l->key);
+        if (l->key2 != NULL)
+            Py_DECREF((PyObject *)l->key2);
+    }
+}
+
+/*
+ * Drop every object reference a detached shard holds (the binding has
+ * already swapped it out, so code run by a DECREF cannot reach it); the C
+ * memory is freed by fdn_shard_free afterwards.
+ */
+static void fdn_shard_release(fdn_shard *s)
+{
+    size_t i;
+    if (s->main.slots != NULL) {
+        for (i = 0; i <= s->main.mask; i++) {
+            fdn_slot *e = &s->main.slots[i];
+            fdn_rec *rec;
+            if (e->a == NULL)
+                continue;
+            rec = s->main.recs[i];
+            Py_DECREF((PyObject *)e->a);
+            Py_DECREF((PyObject *)e->b);
+            Py_DECREF((PyObject *)e->value);
+            Py_DECREF((PyObject *)rec->meta);
+            if (FDN_REC_OWNED(rec))
+                Py_DECREF((PyObject *)rec->owner);
+        }
+    }
+    fdn_release_lists(&s->ns, 0);
+    fdn_release_lists(&s->own, 0);
+    fdn_release_lists(&s->grp, 1);
 }
 
 #endif /* FDN_PYTHON_H */

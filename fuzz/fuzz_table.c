@@ -319,8 +319,8 @@ static size_t check_index(const fdn_shard *s, size_t si, const fdn_table *t, int
             CHECK(n++ < s->main.used, "%s: list longer than main (a cycle?)", what);
             CHECK(rec->slot <= s->main.mask && s->main.recs[rec->slot] == rec,
                   "%s: listed record not at its slot %zu", what, rec->slot);
-            CHECK(rec->seq >> 1 > last_seq, "%s: list not in insertion order", what);
-            last_seq = rec->seq >> 1;
+            CHECK(FDN_REC_SEQ(rec) > last_seq, "%s: list not in insertion order", what);
+            last_seq = FDN_REC_SEQ(rec);
             if (own) {
                 CHECK(FDN_REC_OWNED(rec), "own: unowned record in an owner list");
                 CHECK(rec->own_list == l && rec->own_prev == prev, "own: links");
@@ -372,7 +372,7 @@ static void check_shard(size_t si)
         CHECK(e->hash == main_hash(ns, name), "main: stored hash");
         CHECK(e->a == m->ns && e->b == m->name && e->value == m->value,
               "main: (%u, %u) stored pointers", ns, name);
-        CHECK(rec->meta == m->meta && rec->seq >> 1 == m->seq, "main: record meta/seq");
+        CHECK(rec->meta == m->meta && FDN_REC_SEQ(rec) == m->seq, "main: record meta/seq");
         CHECK((unsigned)FDN_REC_OWNED(rec) == (m->owner != 0), "main: owned flag");
         CHECK(FDN_REC_OWNER(rec) == (m->owner ? m->owner_ptr : NULL), "main: owner");
         CHECK(rec->ns_list != NULL && same_key(rec->ns_list->key, e->a), "main: ns_list");
@@ -459,7 +459,7 @@ static void take_snap(size_t si, snap *out)
                 continue;
             if (k == 0) {
                 fdn_rec *r = t->recs[i];
-                h = fnv(h, r, FDN_REC_OWNED(r) ? sizeof(fdn_rec) : FDN_REC_UNOWNED_SIZE);
+                h = fnv(h, r, FDN_REC_OWNED(r) ? FDN_REC_OWNED_SIZE : FDN_REC_UNOWNED_SIZE);
             } else {
                 h = fnv(h, t->slots[i].value, sizeof(fdn_list));
             }
@@ -738,8 +738,8 @@ static void op_owner_removal(reader *r)
             fdn_rec *first = l->first; /* l is freed by the last removal */
             CHECK(first != NULL && FDN_REC_OWNED(first) && same_key(first->owner, ownp),
                   "owner list head");
-            CHECK(first->seq >> 1 > last_seq, "owner list out of order");
-            last_seq = first->seq >> 1;
+            CHECK(FDN_REC_SEQ(first) > last_seq, "owner list out of order");
+            last_seq = FDN_REC_SEQ(first);
             remove_checked(si, first->slot);
         }
         CHECK(own_list_key[si][owner] == NULL, "owner list survived its removal");

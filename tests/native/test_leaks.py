@@ -503,8 +503,9 @@ def test_injected_alloc_failures_leave_no_reference(
     native_hook: Callable[[int], None], traced: None
 ) -> None:
     """Every allocation of an insert that grows all three tables of a shard
-    (main slots + recs, ns slots, own slots, the record, the new ns and owner
-    lists) fails in turn: MemoryError, references and registry unchanged."""
+    (main slots + recs, ns slots, own slots, the traced-references vector,
+    the record, the new ns and owner lists) fails in turn: MemoryError,
+    references and registry unchanged."""
     held = [Obj(f"held-{i}") for i in range(5)]
     spaces = [fresh_str(f"ns-{i}") for i in range(5)]
     owners = [Obj(f"owner-{i}") for i in range(5)]
@@ -513,7 +514,9 @@ def test_injected_alloc_failures_leave_no_reference(
     before = refcounts(objs)
 
     def full_registry() -> Registry:
-        # 5 entries, 5 namespaces, 5 owners: each table is full at 8 slots
+        # 5 entries, 5 namespaces, 5 owners: each table is full at 8 slots,
+        # and the 15 traced references (held[i], owners[i] as entries' and as
+        # owner lists' keys) nearly fill the vector's first 16 places
         reg = Registry("native", partitions=1)
         for i in range(5):
             reg.register_nowait(spaces[i], i, held[i], owner=owners[i])
@@ -524,7 +527,7 @@ def test_injected_alloc_failures_leave_no_reference(
         # grown a table already (fdn_shard_insert reserves first), and the
         # next attempt would then take another path
         outcomes = []
-        for after in range(8):
+        for after in range(9):
             reg = full_registry()
             before_snap = snapshot(reg)
             native_hook(after)
@@ -540,7 +543,7 @@ def test_injected_alloc_failures_leave_no_reference(
             finally:
                 native_hook(-1)
             reg.close()
-        assert outcomes == ["MemoryError"] * 7 + ["ok"]
+        assert outcomes == ["MemoryError"] * 8 + ["ok"]
 
     steady(attempt, "native injected allocation failures", warmup=3)
     assert_refcounts(objs, before)

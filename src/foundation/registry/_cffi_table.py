@@ -542,12 +542,14 @@ class CffiTable:
 
     def expected_blocks(self) -> int:
         """How many blocks the core's allocator should hold for this table:
-        per shard 4 arrays (main slots and records, ns, own), plus one record
-        per entry and one list per namespace / owner of each shard."""
+        per shard 7 arrays (main slots and records, ns, own, the group index,
+        member slots and records; this binding traces no references, so no
+        refs vector), plus one record per entry and one list per namespace /
+        owner of each shard."""
         total = 0
         for k in range(self._n):
             s = self._sh[k]
-            total += 4 + s.main.used + s.ns.used + s.own.used
+            total += 7 + s.main.used + s.ns.used + s.own.used
         return total
 
     def check(self) -> None:
@@ -586,7 +588,7 @@ class CffiTable:
                 rec = t.recs[i]
                 _expect(rec.slot == i, "record slot back-pointer")
                 _expect(int(ffi.cast("intptr_t", rec.meta)) == pm, "record meta pointer")
-                owned = rec.seq & 1
+                owned = rec.seq & lib.FDN_F_OWNED
                 _expect(bool(owned) == (entry[_OWNER] is not None), "owned bit")
                 if owned:
                     _expect(int(ffi.cast("intptr_t", rec.owner)) == po, "record owner")
@@ -630,7 +632,7 @@ class CffiTable:
                         == sorted(int(ffi.cast("intptr_t", x)) for x in recs),
                         f"{field} list members",
                     )
-                    seqs = [x.seq >> 1 for x in walked]
+                    seqs = [x.seq >> lib.FDN_SEQ_SHIFT for x in walked]
                     _expect(seqs == sorted(seqs), f"{field} list order")
                     for x in walked:
                         member = slots_by_rec[int(ffi.cast("intptr_t", x))]

@@ -67,6 +67,12 @@ typedef struct fdn_list {
     size_t count;
     void *key;
     uint64_t hash;
+    void *key2;
+    uint32_t refs;
+    uint32_t tmask;
+    struct fdn_rec *loose_first;
+    struct fdn_rec *loose_last;
+    size_t loose;
 } fdn_list;
 
 typedef struct fdn_rec {
@@ -74,12 +80,16 @@ typedef struct fdn_rec {
     struct fdn_rec *ns_prev;
     struct fdn_rec *ns_next;
     fdn_list *ns_list;
-    size_t slot;
+    uint32_t slot;
+    uint32_t refs;
     uint64_t seq;
     void *owner;
     struct fdn_rec *own_prev;
     struct fdn_rec *own_next;
     fdn_list *own_list;
+    void *value;
+    struct fdn_rec *loose_prev;
+    struct fdn_rec *loose_next;
 } fdn_rec;
 
 typedef struct fdn_shard {
@@ -91,6 +101,7 @@ typedef struct fdn_shard {
     uint64_t misses;
     uint64_t writes;
     uint64_t conflicts;
+    ...;
 } fdn_shard;
 
 typedef struct fdn_removed {
@@ -102,6 +113,7 @@ typedef struct fdn_removed {
     void *ns_key;
     void *own_key;
     uint64_t seq;
+    unsigned member;
 } fdn_removed;
 
 #define FDN_MISS ...
@@ -110,6 +122,8 @@ typedef struct fdn_removed {
 #define FDN_CREATED_NS ...
 #define FDN_CREATED_OWN ...
 #define FDN_REC_UNOWNED_SIZE ...
+#define FDN_SEQ_SHIFT ...
+#define FDN_F_OWNED ...
 
 uint64_t fdn_mix2(uint64_t a, uint64_t b);
 uint64_t fdn_mix1(uint64_t a);

@@ -2,7 +2,7 @@
 # (csrc/fdn_python.h) for the Cython binding in _native.pyx.
 
 from cpython.object cimport PyObject, PyTypeObject
-from libc.stdint cimport uint64_t
+from libc.stdint cimport uint32_t, uint64_t
 
 
 cdef extern from "fdn_table.h" nogil:
@@ -21,18 +21,28 @@ cdef extern from "fdn_table.h" nogil:
         size_t count
         void *key
         uint64_t hash
+        void *key2
+        uint32_t refs
+        uint32_t tmask
+        fdn_rec *loose_first
+        fdn_rec *loose_last
+        size_t loose
 
     cdef struct fdn_rec:
         void *meta
         fdn_rec *ns_prev
         fdn_rec *ns_next
         fdn_list *ns_list
-        size_t slot
+        uint32_t slot
+        uint32_t refs
         uint64_t seq
         void *owner
         fdn_rec *own_prev
         fdn_rec *own_next
         fdn_list *own_list
+        void *value
+        fdn_rec *loose_prev
+        fdn_rec *loose_next
 
     ctypedef struct fdn_table:
         fdn_slot *slots
@@ -40,6 +50,12 @@ cdef extern from "fdn_table.h" nogil:
         size_t mask
         size_t used
         uint64_t version
+
+    ctypedef struct fdn_refs:
+        void **v
+        size_t n
+        size_t cap
+        size_t holes
 
     ctypedef struct fdn_shard:
         fdn_table main
@@ -50,6 +66,10 @@ cdef extern from "fdn_table.h" nogil:
         uint64_t misses
         uint64_t writes
         uint64_t conflicts
+        fdn_table grp
+        fdn_table mem
+        fdn_refs refs
+        size_t members
 
     ctypedef struct fdn_removed:
         void *ns
@@ -60,6 +80,7 @@ cdef extern from "fdn_table.h" nogil:
         void *ns_key
         void *own_key
         uint64_t seq
+        unsigned member
 
     enum:
         FDN_MISS
@@ -67,9 +88,23 @@ cdef extern from "fdn_table.h" nogil:
         FDN_CANDIDATE
         FDN_CREATED_NS
         FDN_CREATED_OWN
+        FDN_CREATED_GRP
+        FDN_T_NS
+        FDN_T_NAME
+        FDN_T_VALUE
+        FDN_T_META
+        FDN_T_OWNER
+        FDN_TL_KEY
+        FDN_TL_KEY2
+    uint32_t FDN_NONE
 
     bint FDN_REC_OWNED(fdn_rec *r)
+    bint FDN_REC_MEMBER(fdn_rec *r)
+    bint FDN_REC_LOOSE(fdn_rec *r)
     void *FDN_REC_OWNER(fdn_rec *r)
+    uint64_t FDN_REC_SEQ(fdn_rec *r)
+    unsigned FDN_REC_TMASK(fdn_rec *r)
+    unsigned FDN_TL(unsigned ns, unsigned own, unsigned grp)
 
     uint64_t fdn_mix2(uint64_t a, uint64_t b) noexcept
     uint64_t fdn_mix1(uint64_t a) noexcept
@@ -80,12 +115,26 @@ cdef extern from "fdn_table.h" nogil:
     int fdn_table_reserve(fdn_table *t, size_t extra) noexcept
     int fdn_shard_init(fdn_shard *s) noexcept
     void fdn_shard_free(fdn_shard *s) noexcept
-    int fdn_shard_insert(fdn_shard *s, uint64_t h, void *ns, void *name,
-                         void *value, void *meta, uint64_t ns_hash, fdn_list *nsl,
-                         void *owner, uint64_t own_hash, fdn_list *ownl,
-                         uint64_t seq, int *created) noexcept
+    int fdn_shard_insert_t(fdn_shard *s, uint64_t h, void *ns, void *name,
+                           void *value, void *meta, uint64_t ns_hash, fdn_list *nsl,
+                           void *owner, uint64_t own_hash, fdn_list *ownl,
+                           uint64_t seq, unsigned tmask, unsigned list_tmask,
+                           int *created) noexcept
     void fdn_shard_remove_at(fdn_shard *s, size_t i, fdn_removed *out) noexcept
-    void *fdn_shard_set_meta(fdn_shard *s, size_t i, void *meta) noexcept
+    int fdn_shard_set_meta_t(fdn_shard *s, fdn_rec *rec, void *meta,
+                             int meta_traced, void **old) noexcept
+    int fdn_shard_join(fdn_shard *s, uint64_t gh, void *ns, void *group,
+                       fdn_list *gl, uint64_t mh, int loose, void *value, void *meta,
+                       void *owner, uint64_t own_hash, fdn_list *ownl, uint64_t seq,
+                       unsigned tmask, unsigned list_tmask, fdn_rec **out,
+                       int *created) noexcept
+    int fdn_shard_member_update(fdn_shard *s, fdn_rec *rec, void *meta,
+                                void *owner, uint64_t own_hash, fdn_list *ownl,
+                                unsigned tmask, unsigned list_tmask,
+                                void **old_meta, void **old_owner,
+                                void **dropped_own, int *created) noexcept
+    void fdn_shard_leave(fdn_shard *s, fdn_rec *rec, fdn_removed *out) noexcept
+    void fdn_shard_remove_rec(fdn_shard *s, fdn_rec *rec, fdn_removed *out) noexcept
     uint64_t fdn_next_seq(uint64_t *counter) noexcept
 
 
@@ -111,6 +160,17 @@ cdef extern from "fdn_python.h":
     int fdn_install_fastcall(PyTypeObject *type, const char *name, fdn_fastcall fn,
                              object doc) except -1
     int fdn_traverse_shards(fdn_shard *sh, size_t n, fdn_visitproc visit, void *arg) noexcept
+    # what the collector must see (see csrc/fdn_python.h)
+    int fdn_traced(PyObject *o) noexcept
+    int fdn_meta_traced(PyObject *md, PyObject *empty) noexcept
+    unsigned fdn_name_tmask(PyObject *ns, PyObject *name, PyObject *value,
+                            PyObject *md, PyObject *owner, PyObject *empty) noexcept
+    void fdn_shard_release(fdn_shard *s) noexcept
+    # -1 with a non-Exception BaseException set; may run Python code
+    int fdn_same_value(PyObject *a, PyObject *b) noexcept
+    # 1 / 0, -1 with an exception set, -2 not a proxy over a dict
+    int fdn_md_match(PyObject *md, PyObject **fields, PyObject **operands,
+                     Py_ssize_t n) noexcept
     void fdn_use_python_allocator() noexcept
     void fdn_inject_alloc_failure(Py_ssize_t after) noexcept
     # -1 with an exception set on failure (these may run Python code)
