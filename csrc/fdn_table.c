@@ -929,6 +929,62 @@ void fdn_shard_remove_rec(fdn_shard *s, fdn_rec *rec, fdn_removed *out)
         fdn_shard_remove_at(s, rec->slot, out);
 }
 
+/* ------------------------------------------------------------ walks */
+
+int fdn_walk_init(fdn_walk *w, size_t lists)
+{
+    w->k = 0;
+    w->heap = w->small;
+    w->cap = sizeof(w->small) / sizeof(w->small[0]);
+    if (lists > w->cap) {
+        if (lists > ((size_t)-1) / sizeof(fdn_walk_head))
+            return -1;
+        w->heap = (fdn_walk_head *)fdn_alloc.malloc(lists * sizeof(fdn_walk_head));
+        if (w->heap == NULL) {
+            w->heap = w->small;
+            return -1;
+        }
+        w->cap = lists;
+    }
+    return 0;
+}
+
+void fdn_walk_add(fdn_walk *w, fdn_rec *first, size_t src)
+{
+    if (first == NULL)
+        return;
+    assert(w->k < w->cap);
+    w->heap[w->k].rec = first;
+    w->heap[w->k].seq = first->seq;
+    w->heap[w->k].src = src;
+    w->k++;
+}
+
+void fdn_walk_add_index(fdn_walk *w, const fdn_table *index, size_t src)
+{
+    size_t i;
+    for (i = 0; i <= index->mask; i++) {
+        if (index->slots[i].a != NULL)
+            fdn_walk_add(w, ((const fdn_list *)index->slots[i].value)->first, src);
+    }
+}
+
+void fdn_walk_start(fdn_walk *w)
+{
+    size_t i;
+    for (i = w->k / 2; i-- > 0;)
+        fdn_heap_down(w->heap, w->k, i);
+}
+
+void fdn_walk_free(fdn_walk *w)
+{
+    if (w->heap != w->small && w->heap != NULL)
+        fdn_alloc.free(w->heap);
+    w->heap = w->small;
+    w->k = 0;
+    w->cap = sizeof(w->small) / sizeof(w->small[0]);
+}
+
 uint64_t fdn_next_seq(uint64_t *counter)
 {
 #if defined(__GNUC__) || defined(__clang__)

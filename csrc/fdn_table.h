@@ -375,6 +375,86 @@ void fdn_shard_leave(fdn_shard *s, fdn_rec *rec, fdn_removed *out);
 /* Remove any record (a name or a member), as the two above. */
 void fdn_shard_remove_rec(fdn_shard *s, fdn_rec *rec, fdn_removed *out);
 
+/* ------------------------------------------------------------ walks */
+
+/*
+ * Records of several lists (the namespace lists of every shard, say) in
+ * insertion order: a k-way merge by sequence number. Records allocated one
+ * after another sit together in memory, so this order is also what caches
+ * and prefetchers reward, where walking list by list (or shard by shard)
+ * strides across everything in between: 16 interleaved namespaces made a
+ * scan 6x slower, two shards 3x. Valid while no record of the lists is
+ * removed: a binding that runs code in between checks for that.
+ */
+typedef struct fdn_walk_head {
+    uint64_t seq;
+    fdn_rec *rec;
+    size_t src; /* the caller's tag for the list (its shard) */
+} fdn_walk_head;
+
+typedef struct fdn_walk {
+    fdn_walk_head *heap; /* a binary min-heap on seq */
+    size_t k;
+    size_t cap;
+    fdn_walk_head small[16];
+} fdn_walk;
+
+/* An empty walk with room for `lists` lists: 0, or -1 when that room could
+ * not be allocated (nothing to free then). */
+int fdn_walk_init(fdn_walk *w, size_t lists);
+/* Add a list (its first record; NULL: nothing), tagged src. Room reserved. */
+void fdn_walk_add(fdn_walk *w, fdn_rec *first, size_t src);
+/* Add every list of an index table (w needs room for index->used more). */
+void fdn_walk_add_index(fdn_walk *w, const fdn_table *index, size_t src);
+/* Start walking (after the adds). */
+void fdn_walk_start(fdn_walk *w);
+void fdn_walk_free(fdn_walk *w);
+
+static inline void fdn_heap_down(fdn_walk_head *h, size_t k, size_t i)
+{
+    fdn_walk_head x = h[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= k)
+            break;
+        if (c + 1 < k && h[c + 1].seq < h[c].seq)
+            c++;
+        if (h[c].seq >= x.seq)
+            break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = x;
+}
+
+/* The next record (and its list's tag), or NULL at the end. */
+static inline fdn_rec *fdn_walk_next(fdn_walk *w, size_t *src)
+{
+    fdn_rec *rec, *next;
+    if (w->k == 0)
+        return NULL;
+    rec = w->heap[0].rec;
+    *src = w->heap[0].src;
+    next = rec->ns_next;
+    if (next != NULL) {
+        w->heap[0].rec = next;
+        w->heap[0].seq = next->seq;
+        /* Each list's next record is read about k steps before it is
+         * visited, and that read would miss every time (it lies k records
+         * ahead, past what the hardware prefetches): fetch the one after it
+         * now, so that read finds it in cache. */
+#if defined(__GNUC__) || defined(__clang__)
+        if (next->ns_next != NULL)
+            __builtin_prefetch(next->ns_next);
+#endif
+    } else {
+        w->heap[0] = w->heap[--w->k];
+    }
+    fdn_heap_down(w->heap, w->k, 0);
+    return rec;
+}
+
+
 /* Next insertion sequence number from a shared counter (atomic). */
 uint64_t fdn_next_seq(uint64_t *counter);
 

@@ -137,6 +137,15 @@ cdef extern from "fdn_table.h" nogil:
     void fdn_shard_remove_rec(fdn_shard *s, fdn_rec *rec, fdn_removed *out) noexcept
     uint64_t fdn_next_seq(uint64_t *counter) noexcept
 
+    ctypedef struct fdn_walk:
+        size_t k
+    int fdn_walk_init(fdn_walk *w, size_t lists) noexcept
+    void fdn_walk_add(fdn_walk *w, fdn_rec *first, size_t src) noexcept
+    void fdn_walk_add_index(fdn_walk *w, const fdn_table *index, size_t src) noexcept
+    void fdn_walk_start(fdn_walk *w) noexcept
+    fdn_rec *fdn_walk_next(fdn_walk *w, size_t *src) noexcept
+    void fdn_walk_free(fdn_walk *w) noexcept
+
 
 cdef extern from "Python.h":
     # the GC slots, declared without Cython's exception clauses

@@ -207,6 +207,12 @@ cdef void _buf_truncate(_buf *b, size_t n) noexcept:
     b.n = n
 
 
+cdef inline int _walk_init(fdn_walk *w, size_t lists) except -1:
+    if fdn_walk_init(w, lists) < 0:
+        raise MemoryError()
+    return 0
+
+
 cdef int _cmp_removed(const void *x, const void *y) noexcept nogil:
     cdef uint64_t a = (<const fdn_removed *>x).seq
     cdef uint64_t b = (<const fdn_removed *>y).seq
@@ -220,6 +226,7 @@ def _first(item):
 # What a select scan holds of an entry while its metadata is tested: no
 # reference to its key or value, so entries that do not match stay untouched.
 cdef struct _light:
+    size_t shard
     size_t slot
     PyObject *meta
     bint hit
@@ -235,9 +242,10 @@ cdef inline int _lbuf_reserve(_lbuf *b, size_t extra) except -1:
     return _grow(<void **>&b.items, &b.cap, b.n + extra, sizeof(_light))
 
 
-cdef inline void _lbuf_add(_lbuf *b, fdn_rec *rec) noexcept:
+cdef inline void _lbuf_add(_lbuf *b, fdn_rec *rec, size_t shard) noexcept:
     """Append ``rec`` (room reserved) with a new reference to its metadata."""
     cdef _light *it = &b.items[b.n]
+    it.shard = shard
     it.slot = rec.slot
     it.meta = <PyObject *>rec.meta
     it.hit = False
@@ -429,6 +437,7 @@ cdef class NativeBackend:
     cdef PyObject **_locks      # borrowed from _lock_objs
     cdef size_t _n
     cdef uint64_t _seq
+    cdef uint64_t _mutations    # writes under the GIL (see _stamp)
     cdef bint _closed
     cdef Py_ssize_t _nsubs      # live subscriptions: writes build events only if > 0
     cdef readonly Py_ssize_t partitions
@@ -486,6 +495,7 @@ cdef class NativeBackend:
                 PyMem_Free(fresh)
                 raise MemoryError()
         self._sh = fresh  # consistent (empty) before any DECREF runs code
+        self._mutated()
         _free_shards(old, n)
         return 0
 
@@ -683,56 +693,112 @@ cdef class NativeBackend:
         """
         return self._registration(ns, name, True)[3]
 
-    cdef int _gather(self, object ns, _buf *b, bint full, size_t *runs,
-                     bint all_ns) except -1:
-        """Append every entry of ``ns`` (all_ns: of every namespace; None is
-        otherwise a namespace like any other) to ``b`` with new references;
-        each shard is read atomically, and runs[k] is where shard k's
-        entries end. With a namespace each run is in registration order."""
-        cdef Py_hash_t hn = 0
-        cdef uint64_t nh = 0, ver
-        cdef size_t k, i
+    # Reads that walk many entries go by "segment": under the GIL one
+    # segment spans every shard (a reader that runs no Python code needs no
+    # lock, and one merged walk visits entries in memory order); on
+    # free-threaded builds a segment is one shard, read in its critical
+    # section, and the segments' runs are merged afterwards.
+
+    cdef inline size_t _nseg(self) noexcept:
+        return self._n if FDN_FREETHREADED else 1
+
+    cdef inline void _seg(self, size_t g, size_t *k0, size_t *k1) noexcept:
+        if FDN_FREETHREADED:
+            k0[0] = g
+            k1[0] = g + 1
+        else:
+            k0[0] = 0
+            k1[0] = self._n
+
+    cdef inline uint64_t _stamp(self, size_t k0) noexcept:
+        """What changes when a segment's entries may have been removed: the
+        write counter under the GIL, the shard's version otherwise."""
+        if FDN_FREETHREADED:
+            return self._sh[k0].version
+        return self._mutations
+
+    cdef inline void _mutated(self) noexcept:
+        if not FDN_FREETHREADED:
+            self._mutations += 1
+
+    cdef int _walk_open(self, fdn_walk *w, size_t k0, size_t k1, object ns, bint all_ns,
+                        uint64_t nh, size_t *count) except -1:
+        """Set ``w`` up over the entries of ``ns`` (all_ns: every entry) in
+        shards [k0, k1), whose locks the caller holds; *count: how many.
+        Finding a namespace's lists may run a key's ``__eq__``: the setup
+        starts over until no entry was removed meanwhile."""
+        cdef size_t k
+        cdef uint64_t stamp, ver
         cdef fdn_shard *s
         cdef fdn_list *l
-        cdef fdn_rec *rec
         cdef int r
-        if not all_ns:
-            hn = fdn_hash(<PyObject *>ns)
-            if hn == -1:
-                _raise_key(ns, None)
-            nh = fdn_mix1(<uint64_t>hn)
-        for k in range(self._n):
-            s = &self._sh[k]
-            with cython.critical_section(<object>self._locks[k]):
-                if all_ns:
-                    # namespace by namespace, each in registration order:
-                    # records allocated one after another sit together in
-                    # memory, where the slots (hash order) would jump
-                    if s.main.used:
-                        _buf_reserve(b, s.main.used)
-                        for i in range(s.ns.mask + 1):
-                            if s.ns.slots[i].a == NULL:
-                                continue
-                            rec = (<fdn_list *>s.ns.slots[i].value).first
-                            while rec != NULL:
-                                _take(b, s, rec, full)
-                                rec = rec.ns_next
-                else:
+        while True:
+            stamp = self._stamp(k0)
+            count[0] = 0
+            if all_ns:
+                for k in range(k0, k1):
+                    count[0] += self._sh[k].ns.used
+                _walk_init(w, count[0])
+                count[0] = 0
+                for k in range(k0, k1):
+                    s = &self._sh[k]
+                    fdn_walk_add_index(w, &s.ns, k)
+                    count[0] += s.main.used
+            else:
+                _walk_init(w, k1 - k0)
+                for k in range(k0, k1):
+                    s = &self._sh[k]
                     while True:
                         ver = s.version
                         r = self._find_list(s, &s.ns, nh, ns, ver, &l)
                         if r < 0:
+                            fdn_walk_free(w)
                             _raise_key(ns, None)
                         if r != 2:
                             break
                     if r == 1:
-                        _buf_reserve(b, l.count)
-                        rec = l.first
-                        while rec != NULL:
-                            _take(b, s, rec, full)
-                            rec = rec.ns_next
-            runs[k] = b.n
-        return 0
+                        fdn_walk_add(w, l.first, k)
+                        count[0] += l.count
+            if self._stamp(k0) == stamp:
+                fdn_walk_start(w)
+                return 0
+            fdn_walk_free(w)
+
+    cdef inline uint64_t _ns_hash(self, object ns, bint all_ns) except? 0:
+        cdef Py_hash_t hn
+        if all_ns:
+            return 0
+        hn = fdn_hash(<PyObject *>ns)
+        if hn == -1:
+            _raise_key(ns, None)
+        return fdn_mix1(<uint64_t>hn)
+
+    cdef size_t _gather(self, object ns, _buf *b, bint full, size_t *runs,
+                        bint all_ns) except? 0:
+        """Append every entry of ``ns`` (all_ns: of every namespace; None is
+        otherwise a namespace like any other) to ``b`` with new references,
+        segment by segment (each read atomically), each segment's run in
+        registration order; runs[g] is where segment g's entries end.
+        Returns the number of segments."""
+        cdef uint64_t nh = self._ns_hash(ns, all_ns)
+        cdef size_t g, k0, k1, src = 0, count, nseg = self._nseg()
+        cdef fdn_walk w
+        cdef fdn_rec *rec
+        for g in range(nseg):
+            self._seg(g, &k0, &k1)
+            with cython.critical_section(<object>self._locks[k0]):
+                self._walk_open(&w, k0, k1, ns, all_ns, nh, &count)
+                try:
+                    # no Python code runs below: the walk stays valid
+                    _buf_reserve(b, count)
+                    rec = fdn_walk_next(&w, &src)
+                    while rec != NULL:
+                        _take(b, &self._sh[src], rec, full)
+                        rec = fdn_walk_next(&w, &src)
+                finally:
+                    fdn_walk_free(&w)
+            runs[g] = b.n
+        return nseg
 
     cdef size_t *_runs(self) except NULL:
         cdef size_t *runs = <size_t *>PyMem_Calloc(self._n, sizeof(size_t))
@@ -750,8 +816,7 @@ cdef class NativeBackend:
         b.items = NULL
         b.n = b.cap = 0
         try:
-            self._gather(ns, &b, False, runs, False)
-            _order(&b, runs, self._n, True)
+            _order(&b, runs, self._gather(ns, &b, False, runs, False), True)
             out = PyList_New(b.n)
             for i in range(b.n):
                 fdn_incref(b.items[i].p[1])  # the list's own reference
@@ -771,8 +836,7 @@ cdef class NativeBackend:
         b.items = NULL
         b.n = b.cap = 0
         try:
-            self._gather(ns, &b, True, runs, all_ns)
-            _order(&b, runs, self._n, not all_ns)
+            _order(&b, runs, self._gather(ns, &b, True, runs, all_ns), True)
             out = _registrations_of(&b)
         finally:
             PyMem_Free(runs)
@@ -855,13 +919,14 @@ cdef class NativeBackend:
     cdef list _scan_eq(self, object ns, tuple pairs, object matches):
         """The registrations of ``ns`` whose metadata has every
         ``(field, value)`` of ``pairs``, in registration order: the test runs
-        in C on each stored metadata dict (``_equalities_matcher``'s answers),
-        under the shard's lock, and only matches are taken.
+        in C on each stored metadata dict (``_equalities_matcher``'s answers)
+        during the walk, and only matches are taken.
 
         A comparison may run Python code (a custom ``__eq__``), which may
-        change the shard: the entry's metadata is held meanwhile, the shard's
-        version is checked after each test, and a shard that changed is read
-        again; after a few tries the query falls back to :meth:`_scan`.
+        remove entries: the entry's metadata is held meanwhile, the
+        segment's stamp is checked after each test, and a segment that
+        changed is read again; after a few tries the query falls back to
+        :meth:`_scan`.
         """
         cdef _buf b
         cdef Py_ssize_t npairs = len(pairs), j
@@ -869,19 +934,12 @@ cdef class NativeBackend:
         cdef PyObject **operands
         cdef size_t *runs = NULL
         cdef bint all_ns = ns is None
-        cdef Py_hash_t hn = 0
-        cdef uint64_t nh = 0
-        cdef size_t k
+        cdef uint64_t nh = self._ns_hash(ns, all_ns)
+        cdef size_t g, k0, k1, nseg = self._nseg()
         cdef int tries, r
-        cdef fdn_shard *s
         cdef list out
         b.items = NULL
         b.n = b.cap = 0
-        if not all_ns:
-            hn = fdn_hash(<PyObject *>ns)
-            if hn == -1:
-                _raise_key(ns, None)
-            nh = fdn_mix1(<uint64_t>hn)
         try:
             fields = <PyObject **>PyMem_Calloc(2 * npairs + 1, sizeof(PyObject *))
             runs = self._runs()
@@ -892,20 +950,20 @@ cdef class NativeBackend:
                 # borrowed: the pairs tuple holds them for the whole call
                 fields[j] = <PyObject *>pairs[j][0]
                 operands[j] = <PyObject *>pairs[j][1]
-            for k in range(self._n):
-                s = &self._sh[k]
+            for g in range(nseg):
+                self._seg(g, &k0, &k1)
                 tries = 0
                 while True:
                     tries += 1
                     if tries > 3:
                         return self._scan(ns, matches)
-                    with cython.critical_section(<object>self._locks[k]):
-                        r = self._scan_shard_eq(s, ns, nh, all_ns, fields, operands,
-                                                npairs, matches, &b)
+                    with cython.critical_section(<object>self._locks[k0]):
+                        r = self._scan_seg_eq(k0, k1, ns, nh, all_ns, fields, operands,
+                                              npairs, matches, &b)
                     if r == 0:
                         break
-                runs[k] = b.n
-            _order(&b, runs, self._n, not all_ns)
+                runs[g] = b.n
+            _order(&b, runs, nseg, True)
             out = _registrations_of(&b)
         finally:
             PyMem_Free(fields)
@@ -913,53 +971,32 @@ cdef class NativeBackend:
             _buf_release(&b, True)
         return out
 
-    cdef int _scan_shard_eq(self, fdn_shard *s, object ns, uint64_t nh, bint all_ns,
-                            PyObject **fields, PyObject **operands, Py_ssize_t npairs,
-                            object matches, _buf *b) except -1:
-        """One shard of :meth:`_scan_eq` (its lock held): 0 done, 1 the shard
-        changed under a comparison (its partial results dropped: read it again)."""
-        cdef size_t before = b.n, i
-        cdef uint64_t ver
-        cdef fdn_list *l = NULL
+    cdef int _scan_seg_eq(self, size_t k0, size_t k1, object ns, uint64_t nh, bint all_ns,
+                          PyObject **fields, PyObject **operands, Py_ssize_t npairs,
+                          object matches, _buf *b) except -1:
+        """One segment of :meth:`_scan_eq` (its lock held): 0 done, 1 entries
+        were removed under a comparison (its partial results dropped: read it
+        again)."""
+        cdef size_t before = b.n, src = 0, count
+        cdef fdn_walk w
+        cdef uint64_t stamp
         cdef fdn_rec *rec
         cdef int r
-        if all_ns:
-            ver = s.version
-            i = 0
-            while i <= s.ns.mask:
-                if s.ns.slots[i].a != NULL:
-                    rec = (<fdn_list *>s.ns.slots[i].value).first
-                    while rec != NULL:
-                        r = self._test_eq(rec, fields, operands, npairs, matches)
-                        if s.version != ver:
-                            _buf_truncate(b, before)
-                            return 1
-                        if r:
-                            _buf_reserve(b, 1)
-                            _take(b, s, rec, True)
-                        rec = rec.ns_next
-                i += 1
-            return 0
-        while True:
-            ver = s.version
-            r = self._find_list(s, &s.ns, nh, ns, ver, &l)
-            if r < 0:
-                _raise_key(ns, None)
-            if r != 2:
-                break
-        if r == 0:
-            return 0
-        ver = s.version
-        rec = l.first
-        while rec != NULL:
-            r = self._test_eq(rec, fields, operands, npairs, matches)
-            if s.version != ver:
-                _buf_truncate(b, before)
-                return 1
-            if r:
-                _buf_reserve(b, 1)
-                _take(b, s, rec, True)
-            rec = rec.ns_next
+        self._walk_open(&w, k0, k1, ns, all_ns, nh, &count)
+        stamp = self._stamp(k0)
+        try:
+            rec = fdn_walk_next(&w, &src)
+            while rec != NULL:
+                r = self._test_eq(rec, fields, operands, npairs, matches)
+                if self._stamp(k0) != stamp:
+                    _buf_truncate(b, before)
+                    return 1
+                if r:
+                    _buf_reserve(b, 1)
+                    _take(b, &self._sh[src], rec, True)
+                rec = fdn_walk_next(&w, &src)
+        finally:
+            fdn_walk_free(&w)
         return 0
 
     cdef inline int _test_eq(self, fdn_rec *rec, PyObject **fields, PyObject **operands,
@@ -995,53 +1032,55 @@ cdef class NativeBackend:
         criteria), in registration order, touching only the metadata of
         entries that do not match.
 
-        Shard by shard: take the slot, seq and a reference to the metadata of
-        each entry (under the shard's lock), test them (Python code, no
-        lock), then, if the shard did not change meanwhile, take the whole
-        entries of the matches from their slots. A shard that changed is
-        read again; after a few tries the query falls back to
+        Segment by segment: take the shard, slot and a reference to the
+        metadata of each entry (under the segment's lock), test them (Python
+        code, no lock), then, if no entry was removed meanwhile, take the
+        whole entries of the matches from their slots. A segment that
+        changed is read again; after a few tries the query falls back to
         :meth:`_scan_full`, which holds references to every entry.
         """
         cdef _buf b
         cdef _lbuf lb
         cdef bint all_ns = ns is None
+        cdef uint64_t nh = self._ns_hash(ns, all_ns)
         cdef bint done
-        cdef size_t k, i, before
+        cdef size_t g, k0, k1, i, nseg = self._nseg()
         cdef size_t *runs = self._runs()
-        cdef uint64_t ver
+        cdef uint64_t stamp
         cdef int tries
-        cdef fdn_shard *s
+        cdef _light *it
         cdef list out
         b.items = NULL
         b.n = b.cap = 0
         lb.items = NULL
         lb.n = lb.cap = 0
         try:
-            for k in range(self._n):
-                s = &self._sh[k]
+            for g in range(nseg):
+                self._seg(g, &k0, &k1)
                 tries = 0
                 while True:
                     tries += 1
                     if tries > 3:
                         return self._scan_full(ns, matches)
-                    with cython.critical_section(<object>self._locks[k]):
-                        ver = self._gather_light(s, ns, all_ns, &lb)
+                    with cython.critical_section(<object>self._locks[k0]):
+                        stamp = self._gather_light(k0, k1, ns, nh, all_ns, &lb)
                     for i in range(lb.n):
                         lb.items[i].hit = bool(matches(<object>lb.items[i].meta))
                     done = False
-                    before = b.n
-                    with cython.critical_section(<object>self._locks[k]):
-                        if s.version == ver:
+                    with cython.critical_section(<object>self._locks[k0]):
+                        if self._stamp(k0) == stamp:
                             done = True
                             for i in range(lb.n):
-                                if lb.items[i].hit:
+                                it = &lb.items[i]
+                                if it.hit:
                                     _buf_reserve(&b, 1)
-                                    _take(&b, s, s.main.recs[lb.items[i].slot], True)
+                                    _take(&b, &self._sh[it.shard],
+                                          self._sh[it.shard].main.recs[it.slot], True)
                     _lbuf_clear(&lb)
                     if done:
                         break
-                runs[k] = b.n
-            _order(&b, runs, self._n, not all_ns)
+                runs[g] = b.n
+            _order(&b, runs, nseg, True)
             out = _registrations_of(&b)
         finally:
             _lbuf_clear(&lb)
@@ -1050,47 +1089,24 @@ cdef class NativeBackend:
             _buf_release(&b, True)
         return out
 
-    cdef uint64_t _gather_light(self, fdn_shard *s, object ns, bint all_ns,
-                                _lbuf *lb) except? 0:
-        """Append (slot, new metadata reference) of every entry of ``ns`` in
-        shard ``s`` to ``lb``, in registration order per namespace; returns
-        the shard version they were read at. The caller holds the shard's
-        lock."""
-        cdef Py_hash_t hn
-        cdef uint64_t ver
-        cdef size_t i
-        cdef fdn_list *l
+    cdef uint64_t _gather_light(self, size_t k0, size_t k1, object ns, uint64_t nh,
+                                bint all_ns, _lbuf *lb) except? 0:
+        """Append (shard, slot, new metadata reference) of every entry of
+        ``ns`` in shards [k0, k1) to ``lb``, in registration order; returns
+        the stamp they were read at. The caller holds the segment's lock."""
+        cdef fdn_walk w
         cdef fdn_rec *rec
-        cdef int r
-        if all_ns:
-            ver = s.version
-            _lbuf_reserve(lb, s.main.used)
-            for i in range(s.ns.mask + 1):
-                if s.ns.slots[i].a == NULL:
-                    continue
-                rec = (<fdn_list *>s.ns.slots[i].value).first
-                while rec != NULL:
-                    _lbuf_add(lb, rec)
-                    rec = rec.ns_next
-            return ver
-        hn = fdn_hash(<PyObject *>ns)
-        if hn == -1:
-            _raise_key(ns, None)
-        while True:
-            ver = s.version
-            r = self._find_list(s, &s.ns, fdn_mix1(<uint64_t>hn), ns, ver, &l)
-            if r < 0:
-                _raise_key(ns, None)
-            if r != 2:
-                break
-        ver = s.version  # an __eq__ above may have run: read it once settled
-        if r == 1:
-            _lbuf_reserve(lb, l.count)
-            rec = l.first
+        cdef size_t src = 0, count
+        self._walk_open(&w, k0, k1, ns, all_ns, nh, &count)
+        try:
+            _lbuf_reserve(lb, count)
+            rec = fdn_walk_next(&w, &src)
             while rec != NULL:
-                _lbuf_add(lb, rec)
-                rec = rec.ns_next
-        return ver
+                _lbuf_add(lb, rec, src)
+                rec = fdn_walk_next(&w, &src)
+        finally:
+            fdn_walk_free(&w)
+        return self._stamp(k0)
 
     cdef list _scan_full(self, object ns, object matches):
         """The registrations of ``ns`` whose metadata passes ``matches``, in
@@ -1098,7 +1114,7 @@ cdef class NativeBackend:
         built, so a 1% query over 1e5 entries builds 1e3 registrations, not
         1e5."""
         cdef _buf b
-        cdef size_t i, j = 0, k, kept
+        cdef size_t i, j = 0, k, nseg
         cdef size_t *runs = self._runs()
         cdef int m
         cdef list out
@@ -1107,11 +1123,11 @@ cdef class NativeBackend:
         b.items = NULL
         b.n = b.cap = 0
         try:
-            self._gather(ns, &b, True, runs, all_ns)
+            nseg = self._gather(ns, &b, True, runs, all_ns)
             # filter in place, keeping the run boundaries in step
             k = 0
             for i in range(b.n):
-                while k < self._n and runs[k] <= i:
+                while k < nseg and runs[k] <= i:
                     runs[k] = j
                     k += 1
                 it = &b.items[i]
@@ -1125,11 +1141,11 @@ cdef class NativeBackend:
                     for m in range(5):
                         fdn_xdecref(it.p[m])
                         it.p[m] = NULL
-            while k < self._n:
+            while k < nseg:
                 runs[k] = j
                 k += 1
             b.n = j
-            _order(&b, runs, self._n, not all_ns)
+            _order(&b, runs, nseg, True)
             out = _registrations_of(&b)
         finally:
             PyMem_Free(runs)
@@ -1273,28 +1289,37 @@ cdef class NativeBackend:
         """Every group membership of ``ns`` (``None``: all), in join order
         (across groups); used by ``migrate``."""
         cdef _buf b
-        cdef size_t k, i, j
+        cdef size_t g, k0, k1, k, i, j, src = 0, lists, members, nseg = self._nseg()
+        cdef size_t *runs = self._runs()
         cdef int m
-        cdef fdn_shard *s
-        cdef fdn_list *gl
+        cdef fdn_walk w
         cdef fdn_rec *rec
         cdef _item *it
         cdef list out
         b.items = NULL
         b.n = b.cap = 0
         try:
-            for k in range(self._n):
-                s = &self._sh[k]
-                with cython.critical_section(<object>self._locks[k]):
-                    _buf_reserve(&b, s.members)
-                    for i in range(s.grp.mask + 1):
-                        if s.grp.slots[i].a == NULL:
-                            continue
-                        rec = (<fdn_list *>s.grp.slots[i].value).first
+            for g in range(nseg):
+                self._seg(g, &k0, &k1)
+                with cython.critical_section(<object>self._locks[k0]):
+                    lists = members = 0
+                    for k in range(k0, k1):
+                        lists += self._sh[k].grp.used
+                        members += self._sh[k].members
+                    _buf_reserve(&b, members)
+                    _walk_init(&w, lists)
+                    try:
+                        for k in range(k0, k1):
+                            fdn_walk_add_index(&w, &self._sh[k].grp, k)
+                        fdn_walk_start(&w)
+                        rec = fdn_walk_next(&w, &src)
                         while rec != NULL:
                             _take_member(&b, rec)
-                            rec = rec.ns_next
-            qsort(b.items, b.n, sizeof(_item), _cmp_items)
+                            rec = fdn_walk_next(&w, &src)
+                    finally:
+                        fdn_walk_free(&w)
+                runs[g] = b.n
+            _order(&b, runs, nseg, True)
             if ns is not None:
                 # the Python twin's test: its namespace is (or == ) ns
                 j = 0
@@ -1313,6 +1338,7 @@ cdef class NativeBackend:
                 b.n = j
             out = _registrations_of(&b)
         finally:
+            PyMem_Free(runs)
             _buf_release(&b, True)
         return out
 
@@ -1446,6 +1472,7 @@ cdef class NativeBackend:
                     fdn_incref(<PyObject *>ns)
                 break
             s.writes += 1
+            self._mutated()
         # the table is consistent: now Python code may run
         if old_md != NULL:
             kind = _UPDATED
@@ -1497,6 +1524,7 @@ cdef class NativeBackend:
                 return False
             fdn_shard_remove_at(s, pos, &out)
             s.writes += 1
+            self._mutated()
         if self._nsubs > 0 or self._index is not None:
             self._released(&out, 1)
         else:
@@ -1591,6 +1619,7 @@ cdef class NativeBackend:
                 raise MemoryError()
             fdn_incref(<PyObject *>md)
             s.writes += 1
+            self._mutated()
         old = <object>old_md
         fdn_decref(old_md)
         reg = _reg(cur_ns, cur_name, cur_value, md, cur_owner)
@@ -1668,6 +1697,7 @@ cdef class NativeBackend:
                                 o.ns_key = NULL
                         s.writes += cnt
                         total += cnt
+                        self._mutated()
             if total:
                 # one event each, in the order they were written
                 qsort(outs, total, sizeof(fdn_removed), _cmp_removed)
@@ -1791,6 +1821,7 @@ cdef class NativeBackend:
                 if created & FDN_CREATED_OWN:
                     fdn_incref(po)  # the new owner list's own reference
                 s.writes += 1
+                self._mutated()
                 break
         # the table is consistent: now Python code may run
         if old_md != NULL:
@@ -1857,6 +1888,7 @@ cdef class NativeBackend:
                     fdn_incref(<PyObject *>out.name)
                 out.ns_key = NULL
                 s.writes += 1
+                self._mutated()
                 break
         if self._nsubs > 0:
             self._released(&out, 1)
