@@ -168,6 +168,32 @@ static PyObject *fdn_call_general(PyObject *fn, PyObject *self,
     return r;
 }
 
+/* A METH_FASTCALL|METH_KEYWORDS method descriptor of `type` for fn,
+ * documented by doc (a str, kept alive forever, as the definition is). CPython
+ * specialises calls of it (3.11: PRECALL_METHOD_DESCRIPTOR_FAST_WITH_KEYWORDS)
+ * only on instances of exactly `type`. A new reference, or NULL. */
+static PyObject *fdn_new_fastcall(PyTypeObject *type, const char *name,
+                                  fdn_fastcall fn, PyObject *doc)
+{
+    PyMethodDef *def;
+    const char *text = NULL;
+
+    if (doc != Py_None) {
+        text = PyUnicode_AsUTF8(doc);
+        if (text == NULL)
+            return NULL;
+    }
+    def = (PyMethodDef *)PyMem_Calloc(1, sizeof(PyMethodDef)); /* lives forever */
+    if (def == NULL)
+        return PyErr_NoMemory();
+    Py_INCREF(doc);
+    def->ml_name = name;
+    def->ml_meth = (PyCFunction)(void (*)(void))fn;
+    def->ml_flags = METH_FASTCALL | METH_KEYWORDS;
+    def->ml_doc = text;
+    return PyDescr_NewMethod(type, def);
+}
+
 /* Replace type.<name> by a METH_FASTCALL|METH_KEYWORDS descriptor for fn,
  * documented by doc (a str, kept alive forever like the type). 0 / -1. */
 static int fdn_install_fastcall(PyTypeObject *type, const char *name,

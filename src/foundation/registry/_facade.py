@@ -1,11 +1,15 @@
 """The registry facade: one public API over any :class:`Backend`.
 
 Reads and ``*_nowait`` writes are the backend's own bound methods, stored on
-the instance (``registry.lookup is backend.lookup``), so a lookup on the
-native backend is one C-level call with no Python frame in between (DESIGN
-section 2: a Python wrapper frame costs ~100 ns, more than the lookup). The
-facade adds what a table cannot know about: Trio checkpoints on the async
-writes, scoped registrations, waiting, watching and migration.
+the instance (``registry.names is backend.names``), so a read is one call
+with no Python frame in between (a Python wrapper frame costs ~100 ns, more
+than a lookup). ``lookup()`` and ``get()``, most of what a registry does, go
+one step further when the extension is built: they are C methods of the
+registry's base class (``_native.RegistryFront``), which CPython specialises
+where it cannot specialise a call through an instance attribute, and which
+answer from a native table directly. The facade adds what a table cannot
+know about: Trio checkpoints on the async writes, scoped registrations,
+waiting, watching and migration.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -32,6 +36,16 @@ from ._query import Query
 from ._types import EventKind, Health, Registration, RegistryEvent, RegistryStats
 
 __all__ = ["Registry", "RegistryWatch", "ScopeOwner", "open_registry"]
+
+# The base class that gives Registry its C lookup()/get() (see the module
+# docstring); a plain object when the extension is not in use.
+if TYPE_CHECKING:
+    _ReadFront = object
+elif _compat.NATIVE:
+    from ._native import RegistryFront as _ReadFront
+    from ._native import install_front as _install_front
+else:
+    _ReadFront = object
 
 _WAKE_KINDS = (EventKind.REGISTERED, EventKind.UPDATED)
 
@@ -238,7 +252,7 @@ class _Waiter:
         await self._event.wait()
 
 
-class Registry:
+class Registry(_ReadFront):
     """A process/service registry keyed by ``(namespace, name)``.
 
     Args:
@@ -308,8 +322,15 @@ class Registry:
 
     def _bind(self) -> None:
         b = self._backend
-        self.lookup = b.lookup
-        self.get = b.get
+        if _ReadFront is not object:
+            # The class's C lookup()/get() answer (from a native table
+            # directly, else through the backend's own methods). No instance
+            # may ever hold attributes of those names: one such instance
+            # anywhere keeps CPython from specialising the call on all.
+            self._bind_reads(b.lookup, b.get)  # type: ignore[attr-defined]
+        else:
+            self.lookup = b.lookup
+            self.get = b.get
         self.lookup_with_metadata = b.lookup_with_metadata
         self.metadata = b.metadata
         self.names = b.names
@@ -818,6 +839,10 @@ class Registry:
             await aw.aclose()
         else:
             await trio.lowlevel.checkpoint()
+
+
+if not TYPE_CHECKING and _ReadFront is not object:
+    _install_front(Registry)
 
 
 _NOWAIT_WRITES = ("register", "unregister", "update_metadata", "unregister_owner", "join", "leave")

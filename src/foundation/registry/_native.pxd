@@ -166,8 +166,12 @@ cdef extern from "fdn_python.h":
                                        Py_ssize_t nargs, PyObject *kwnames) noexcept
     PyObject *fdn_call_general(PyObject *fn, PyObject *self, PyObject **args,
                                Py_ssize_t nargs, PyObject *kwnames) noexcept
+    PyObject *fdn_vectorcall "PyObject_Vectorcall"(PyObject *fn, PyObject **args,
+                                                   size_t nargsf, PyObject *kwnames) noexcept
     int fdn_install_fastcall(PyTypeObject *type, const char *name, fdn_fastcall fn,
                              object doc) except -1
+    object fdn_new_fastcall(PyTypeObject *type, const char *name, fdn_fastcall fn,
+                            object doc)
     int fdn_traverse_shards(fdn_shard *sh, size_t n, fdn_visitproc visit, void *arg) noexcept
     # what the collector must see (see csrc/fdn_python.h)
     int fdn_traced(PyObject *o) noexcept
