@@ -17,8 +17,9 @@ and in a free-threaded build each dict locks itself).
 
 Keys are user objects whose ``__eq__`` may run any code, including another
 write to this registry from the same thread (the locks are re-entrant). So
-the indexes are keyed by the *identity* of an entry (the ids of its stored
-namespace and name objects), never by user objects: once a write has put
+the indexes are keyed by the *identity* of an entry (the id of its stored
+name object in a namespace's bucket, of its stored namespace and name
+objects in an owner's), never by user objects: once a write has put
 its entry into (or taken it out of) the main dict, finishing the indexes
 runs no user code, and a re-entrant write cannot leave a name indexed that
 is not registered, or unindex one that is. An emptied bucket is marked
@@ -50,9 +51,12 @@ _new_registration = functools.partial(tuple.__new__, Registration)
 _new_event = functools.partial(tuple.__new__, RegistryEvent)
 
 _Key = tuple[Any, Any]
-# An entry's identity: the ids of its stored namespace and name objects
-# (both alive while it is registered; no two live entries share both).
+# An entry's identity in an owner's bucket: the ids of its stored namespace
+# and name objects (both alive while it is registered; no two live entries
+# share both). In a namespace's bucket the id of the name object suffices.
 _Ident = tuple[int, int]
+
+_NO_ENTRY = (0, None)
 
 _REGISTERED = EventKind.REGISTERED
 _UPDATED = EventKind.UPDATED
@@ -60,16 +64,21 @@ _UNREGISTERED = EventKind.UNREGISTERED
 _LEFT = EventKind.LEFT
 
 
-class _Bucket(dict[_Ident, Any]):
+class _Bucket(dict[Any, Any]):
     """The entries of one namespace (or of one owner in one partition),
     keyed by identity, in the order they were written. ``dead``: dropped
-    from its index (empty); a writer that finds it so looks again."""
+    from its index (empty); a writer that finds it so looks again. Made by
+    :func:`_new_bucket` (no Python ``__init__``: a namespace that holds one
+    entry at a time makes one per registration)."""
 
     __slots__ = ("dead",)
+    dead: bool
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.dead = False
+
+def _new_bucket() -> _Bucket:
+    bucket = _Bucket()
+    bucket.dead = False
+    return bucket
 
 
 class _Shard:
@@ -105,9 +114,9 @@ def _bucket_of(index: dict[Any, _Bucket], key: Any) -> _Bucket:
     while True:
         bucket = index.get(key)
         if bucket is None:
-            bucket = index.setdefault(key, _Bucket())
+            bucket = index.setdefault(key, _new_bucket())
         elif bucket.dead:
-            fresh = _Bucket()
+            fresh = _new_bucket()
             index[key] = fresh
             bucket = fresh
         if not bucket.dead:
@@ -390,6 +399,7 @@ class PythonBackend:
             raise invalid_key(ns, name, exc) from exc
         new = _new_registration((ns, name, value, md, owner))
         table = self._table
+        by_ns = self._by_ns
         owned: _Bucket | None = None
         shard.acquire()
         try:
@@ -399,31 +409,29 @@ class PythonBackend:
                 try:
                     # the indexes' buckets first: finding them may run user
                     # code, which must not come between the table and them
-                    names = _bucket_of(self._by_ns, ns)
-                    owned = None if owner is None else _bucket_of(shard.by_owner, owner)
+                    names = by_ns.get(ns)
+                    if names is None or names.dead:
+                        names = _bucket_of(by_ns, ns)
+                    if owner is not None:
+                        owned = _bucket_of(shard.by_owner, owner)
                     current = table.setdefault(key, new)
                 except Exception as exc:
                     raise invalid_key(ns, name, exc) from exc
                 if current is new:
                     # no user code from here on: the entry and its indexes
                     # change together
-                    ident = (id(ns), id(name))
-                    names[ident] = new
+                    names[id(name)] = new
                     if names.dead or (owned is not None and owned.dead):
                         # a bucket was dropped while setdefault ran a key's
                         # __eq__, or (the namespace's) just now by a writer
                         # of another partition: find the live ones again
-                        del names[ident]
+                        del names[id(name)]
                         self._untable(key, new)
                         continue
-                    if owned is not None or self._order is not None:
-                        seq = next(self._seq)
-                        if owned is not None:
-                            owned[ident] = (seq, new)
-                        if self._order is not None:
-                            self._order[ident] = seq
+                    if owned is not None:
+                        owned[(id(ns), id(name))] = (next(self._seq), new)
                     if self._index is not None:
-                        self._index.add(ns, name, md)
+                        self._indexed(new)
                     kind = _REGISTERED
                     reg = new
                     break
@@ -447,6 +455,13 @@ class PythonBackend:
             self._listeners.notify(_new_event((kind, reg)))
         return reg
 
+    def _indexed(self, reg: Registration) -> None:
+        """Add a new entry to the metadata index (and its place in order)."""
+        assert self._order is not None
+        assert self._index is not None
+        self._order[(id(reg[0]), id(reg[1]))] = next(self._seq)
+        self._index.add(reg[0], reg[1], reg[3])
+
     def _untable(self, key: _Key, reg: Registration) -> None:
         """Take ``reg`` (just put under ``key``) out of the table again."""
         current = self._table.pop(key, None)
@@ -460,7 +475,6 @@ class PythonBackend:
         the entry meanwhile; the table write then puts it back, so then the
         update is taken as having come first and the removal second.
         """
-        ident = (id(old[0]), id(old[1]))
         try:
             names = self._by_ns.get(old[0])
             owned = None if old[4] is None else shard.by_owner.get(old[4])
@@ -468,11 +482,12 @@ class PythonBackend:
             names = owned = None
         self._table[key] = new
         # no user code from here on, until the index (which is user-keyed)
-        if names is None or names.dead or names.get(ident) is not old:
+        if names is None or names.dead or names.get(id(old[1])) is not old:
             self._untable(key, new)  # unregistered while the table was written
             return
-        names[ident] = new
+        names[id(old[1])] = new
         if owned is not None:
+            ident = (id(old[0]), id(old[1]))
             entry = owned.get(ident)
             if entry is not None:
                 owned[ident] = (entry[0], new)
@@ -483,23 +498,31 @@ class PythonBackend:
     def _unindex(self, reg: Registration, shard: _Shard | None) -> None:
         """Remove ``reg`` (already popped from the table) from the indexes;
         ``shard``: also from its owner's bucket there."""
-        ident = (id(reg[0]), id(reg[1]))
+        # Only ever remove reg itself: a key's __eq__ run by a lookup below
+        # may register the same key (the same objects, the same identity)
+        # anew meanwhile.
         try:
             names = self._by_ns.get(reg[0])
         except Exception:
             names = None
-        if names is not None and names.pop(ident, None) is not None and not names:
-            _drop_bucket(self._by_ns, reg[0], names)
+        name_id = id(reg[1])
+        if names is not None and names.get(name_id) is reg:
+            del names[name_id]
+            if not names:
+                _drop_bucket(self._by_ns, reg[0], names)
         if shard is not None and reg[4] is not None:
             try:
                 owned = shard.by_owner.get(reg[4])
             except Exception:
                 owned = None
-            if owned is not None and owned.pop(ident, None) is not None and not owned:
-                _drop_bucket(shard.by_owner, reg[4], owned)
-        if self._order is not None:
-            self._order.pop(ident, None)
+            ident = (id(reg[0]), id(reg[1]))
+            if owned is not None and owned.get(ident, _NO_ENTRY)[1] is reg:
+                del owned[ident]
+                if not owned:
+                    _drop_bucket(shard.by_owner, reg[4], owned)
         if self._index is not None:
+            assert self._order is not None
+            self._order.pop((id(reg[0]), id(reg[1])), None)
             self._index.remove(reg[0], reg[1], reg[3])
 
     def unregister(self, ns: Hashable, name: Hashable) -> bool:
@@ -526,7 +549,19 @@ class PythonBackend:
                 raise invalid_key(ns, name, exc) from exc
             if reg is None:
                 return False
-            self._unindex(reg, shard)
+            if reg[4] is None and self._index is None:
+                # the common case inline (see _unindex)
+                try:
+                    names = self._by_ns.get(reg[0])
+                except Exception:
+                    names = None
+                ident = id(reg[1])
+                if names is not None and names.get(ident) is reg:
+                    del names[ident]
+                    if not names:
+                        _drop_bucket(self._by_ns, ns, names)
+            else:
+                self._unindex(reg, shard)
             self._writes += 1
         finally:
             shard.release()
