@@ -146,6 +146,46 @@ def test_indexed_select_while_eq_registers(make_registry: Callable[..., Registry
     assert [r.name for r in again] == reg.names("ns")
 
 
+class RandomWrites:
+    """Random writes over a few colliding names and owners."""
+
+    KINDS = ("register", "update", "unregister", "owner", "join", "leave")
+
+    def __init__(self, reg: Registry, rnd: random.Random) -> None:
+        self.reg = reg
+        self.rnd = rnd
+        self.names = [Key(c, 1) for c in "abcd"]
+        self.owners = [Key("o1", 7), Key("o2", 7)]
+        self.spaces = ["ns", "other"]
+
+    def objects(self) -> list[Key]:
+        return [*self.names, *self.owners]
+
+    def write(self, kind: str) -> None:
+        rnd, reg = self.rnd, self.reg
+        ns = rnd.choice(self.spaces)
+        name = rnd.choice(self.names)
+        owner = rnd.choice([*self.owners, None])
+        try:
+            if kind == "register":
+                reg.register_nowait(ns, name, rnd.choice([1, 2]), owner=owner)
+            elif kind == "update":
+                reg.update_metadata_nowait(ns, name, {"m": rnd.random()})
+            elif kind == "unregister":
+                reg.unregister_nowait(ns, name)
+            elif kind == "owner":
+                reg.unregister_owner_nowait(rnd.choice(self.owners))
+            elif kind == "join":
+                reg.join_nowait(ns, "g", name, owner=owner)
+            else:
+                reg.leave_nowait(ns, "g", name)
+        except (errors.AlreadyRegistered, errors.NotRegistered):
+            pass
+
+    def later(self, kind: str) -> Action:
+        return lambda: self.write(kind)
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_random_reentrant_writes_keep_reads_consistent(
     make_registry: Callable[..., Registry], seed: int
@@ -155,42 +195,18 @@ def test_random_reentrant_writes_keep_reads_consistent(
     rnd = random.Random(seed)
     for _trial in range(60):
         reg = make_registry(partitions=rnd.choice([1, 2, 3]))
-        names = [Key(c, 1) for c in "abcd"]
-        owners = [Key("o1", 7), Key("o2", 7)]
-        spaces = ["ns", "other"]
-
-        def write(kind: str, reg: Registry = reg) -> None:
-            ns = rnd.choice(spaces)
-            name = rnd.choice(names)
-            owner = rnd.choice([*owners, None])
-            try:
-                if kind == "register":
-                    reg.register_nowait(ns, name, rnd.choice([1, 2]), owner=owner)
-                elif kind == "update":
-                    reg.update_metadata_nowait(ns, name, {"m": rnd.random()})
-                elif kind == "unregister":
-                    reg.unregister_nowait(ns, name)
-                elif kind == "owner":
-                    reg.unregister_owner_nowait(rnd.choice(owners))
-                elif kind == "join":
-                    reg.join_nowait(ns, "g", name, owner=owner)
-                else:
-                    reg.leave_nowait(ns, "g", name)
-            except (errors.AlreadyRegistered, errors.NotRegistered):
-                pass
-
-        kinds = ["register", "update", "unregister", "owner", "join", "leave"]
+        run = RandomWrites(reg, rnd)
         for _ in range(rnd.randrange(2, 6)):
-            write(rnd.choice(["register", "register", "join"]))
-        for obj in [*names, *owners]:
+            run.write(rnd.choice(["register", "register", "join"]))
+        for obj in run.objects():
             obj.calls = 0
         for _ in range(rnd.randrange(1, 4)):
-            target = rnd.choice([*names, *owners])
-            target.actions[rnd.randrange(1, 6)] = lambda k=rnd.choice(kinds): write(k)
-        write(rnd.choice(kinds))
-        for obj in [*names, *owners]:
+            target = rnd.choice(run.objects())
+            target.actions[rnd.randrange(1, 6)] = run.later(rnd.choice(RandomWrites.KINDS))
+        run.write(rnd.choice(RandomWrites.KINDS))
+        for obj in run.objects():
             obj.actions.clear()
-        assert_consistent(reg, spaces)
+        assert_consistent(reg, run.spaces)
         members = reg.members("ns", "g") + reg.members("other", "g")
         assert sorted(map(repr, members)) == sorted(map(repr, reg.backend.memberships()))
         reg.close()
