@@ -554,6 +554,7 @@ static void fdn_release_lists(fdn_table *t, int members)
             for (rec = l->first; rec != NULL; rec = rec->ns_next) {
                 Py_DECREF((PyObject *)rec->value);
                 Py_DECREF((PyObject *)rec->meta);
+                Py_XDECREF((PyObject *)rec->reg);
                 if (FDN_REC_OWNED(rec))
                     Py_DECREF((PyObject *)rec->owner);
             }
@@ -583,6 +584,7 @@ static void fdn_shard_release(fdn_shard *s)
             Py_DECREF((PyObject *)e->b);
             Py_DECREF((PyObject *)e->value);
             Py_DECREF((PyObject *)rec->meta);
+            Py_XDECREF((PyObject *)rec->reg);
             if (FDN_REC_OWNED(rec))
                 Py_DECREF((PyObject *)rec->owner);
         }

@@ -610,6 +610,7 @@ int fdn_shard_insert_t(fdn_shard *s, uint64_t h, void *ns, void *name,
         *created |= FDN_CREATED_NS;
     }
     rec->meta = meta;
+    rec->reg = NULL;
     rec->seq = (seq << FDN_SEQ_SHIFT) | (owner != NULL ? FDN_F_OWNED : 0u) | tmask;
     link_ns(nsl, rec);
     if (owner != NULL) {
@@ -651,6 +652,7 @@ void fdn_shard_remove_at(fdn_shard *s, size_t i, fdn_removed *out)
     out->own_key = NULL;
     out->seq = FDN_REC_SEQ(rec);
     out->member = 0;
+    out->reg = rec->reg;
 
     refs_drop(&s->refs, rec->refs, popcount8(FDN_REC_TMASK(rec)));
     out->ns_key = unlink_ns(s, &s->ns, rec);
@@ -773,6 +775,7 @@ int fdn_shard_join(fdn_shard *s, uint64_t gh, void *ns, void *group,
         *created |= FDN_CREATED_GRP;
     }
     rec->meta = meta;
+    rec->reg = NULL;
     rec->value = value;
     rec->seq = (seq << FDN_SEQ_SHIFT) | FDN_F_MEMBER | (loose ? FDN_F_LOOSE : 0u) |
                (owner != NULL ? FDN_F_OWNED : 0u) | tmask;
@@ -894,6 +897,7 @@ void fdn_shard_leave(fdn_shard *s, fdn_rec *rec, fdn_removed *out)
     out->own_key = NULL;
     out->seq = FDN_REC_SEQ(rec);
     out->member = 1;
+    out->reg = rec->reg;
 
     refs_drop(&s->refs, rec->refs, popcount8(FDN_REC_TMASK(rec)));
     if (!FDN_REC_LOOSE(rec)) {

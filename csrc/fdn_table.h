@@ -106,9 +106,9 @@ typedef struct fdn_list {
 
 /*
  * Per-entry record, for a unique name or a group member. Unowned names are
- * allocated without the owner tail (FDN_REC_UNOWNED_SIZE bytes: 48), owned
- * ones up to it (FDN_REC_OWNED_SIZE: 80); members always in full
- * (sizeof(fdn_rec): 104). The low bits of `seq` say which, so a field that
+ * allocated without the owner tail (FDN_REC_UNOWNED_SIZE bytes: 56), owned
+ * ones up to it (FDN_REC_OWNED_SIZE: 88); members always in full
+ * (sizeof(fdn_rec): 112). The low bits of `seq` say which, so a field that
  * is absent is never read.
  *
  * For a member, the ns_* links chain the group's list (ns_list is the group
@@ -124,6 +124,11 @@ typedef struct fdn_rec {
     uint32_t slot;  /* index in main (names) or mem (hashed members) */
     uint32_t refs;  /* its traced pointers in the refs vector, or FDN_NONE */
     uint64_t seq;   /* (insertion sequence << FDN_SEQ_SHIFT) | FDN_F_* | FDN_T_* */
+    /* The binding's own cache of the entry (the record a read hands out),
+     * or NULL: the core sets it NULL on insert, never reads it, and hands it
+     * back on removal (fdn_removed.reg); the binding clears it whenever it
+     * changes the entry. */
+    void *reg;
     /* owned names, every member */
     void *owner;    /* NULL for an unowned member */
     struct fdn_rec *own_prev;
@@ -206,6 +211,7 @@ typedef struct fdn_removed {
     void *own_key;
     uint64_t seq;
     unsigned member; /* 1: a group membership (fdn_shard_leave) */
+    void *reg;       /* the record's cache (fdn_rec.reg), or NULL */
 } fdn_removed;
 
 /* ------------------------------------------------------------ hashing */

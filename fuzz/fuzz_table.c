@@ -709,6 +709,7 @@ static void check_shard(size_t si)
               "main: (%u, %u) stored pointers", ns, name);
         CHECK(rec->meta == m->meta && FDN_REC_SEQ(rec) == m->seq, "main: record meta/seq");
         CHECK(!FDN_REC_MEMBER(rec) && !FDN_REC_LOOSE(rec), "main: member flags on a name");
+        CHECK(rec->reg == NULL, "main: the core set the binding's cache");
         CHECK(FDN_REC_TMASK(rec) == m->tmask, "main: tmask");
         CHECK((unsigned)FDN_REC_OWNED(rec) == (m->owner != 0), "main: owned flag");
         CHECK(FDN_REC_OWNER(rec) == (m->owner ? m->owner_ptr : NULL), "main: owner");
@@ -1078,7 +1079,7 @@ static void remove_checked(size_t si, size_t pos)
         own_left += owned_members(si, m->owner, NULL);
     memset(&out, 0xA5, sizeof(out));
     fdn_shard_remove_at(s, pos, &out);
-    CHECK(out.member == 0, "a name removed as a member");
+    CHECK(out.member == 0 && out.reg == NULL, "a name removed as a member, or a cache");
     TRACE("op %zu: remove (%u, %u) shard %zu: ns_key %p own_key %p\n", cur_op, ns, name, si,
           out.ns_key, out.own_key);
     CHECK(out.ns == m->ns && out.name == m->name && out.value == m->value && out.meta == m->meta,
@@ -1152,7 +1153,7 @@ static void leave_checked(size_t si, fdn_rec *rec, int via_remove_rec)
         fdn_shard_leave(s, rec, &out);
     TRACE("op %zu: leave (%u, %u) value %u shard %zu: group dropped %d own_key %p\n", cur_op,
           gns, g, v, si, out.ns_key != NULL, out.own_key);
-    CHECK(out.member == 1, "a member removed as a name");
+    CHECK(out.member == 1 && out.reg == NULL, "a member removed as a name, or a cache");
     CHECK(out.ns == gk && out.name == gk2, "left member: group keys");
     CHECK(out.value == m->value && out.meta == m->meta && out.seq == m->seq,
           "left member %u: pointers/seq", v);

@@ -83,6 +83,7 @@ typedef struct fdn_rec {
     uint32_t slot;
     uint32_t refs;
     uint64_t seq;
+    void *reg;
     void *owner;
     struct fdn_rec *own_prev;
     struct fdn_rec *own_next;
@@ -114,6 +115,7 @@ typedef struct fdn_removed {
     void *own_key;
     uint64_t seq;
     unsigned member;
+    void *reg;
 } fdn_removed;
 
 #define FDN_MISS ...

@@ -36,6 +36,7 @@ cdef extern from "fdn_table.h" nogil:
         uint32_t slot
         uint32_t refs
         uint64_t seq
+        void *reg
         void *owner
         fdn_rec *own_prev
         fdn_rec *own_next
@@ -81,6 +82,7 @@ cdef extern from "fdn_table.h" nogil:
         void *own_key
         uint64_t seq
         unsigned member
+        void *reg
 
     enum:
         FDN_MISS
@@ -197,6 +199,9 @@ cdef extern from "fdn_python.h":
     # raw reference counting on PyObject* taken out of the table
     void fdn_incref "Py_INCREF"(PyObject *o) noexcept
     void fdn_decref "Py_DECREF"(PyObject *o) noexcept
+    int fdn_gc_enable "PyGC_Enable"() noexcept
+    int fdn_gc_disable "PyGC_Disable"() noexcept
+    void fdn_gc_untrack "PyObject_GC_UnTrack"(PyObject *o) noexcept
     void fdn_xdecref "Py_XDECREF"(PyObject *o) noexcept
     # steals the reference to o
     void fdn_list_set_item "PyList_SET_ITEM"(object lst, Py_ssize_t i, PyObject *o) noexcept

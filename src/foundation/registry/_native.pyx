@@ -77,6 +77,11 @@ cdef object _LEFT = EventKind.LEFT
 # what NativeBackend._value returns on a miss
 cdef object _MISSING = object()
 
+# registrations(ns) answers kept (see NativeBackend._keep): from this many
+# entries on, and for at most this many namespaces at a time
+cdef size_t _CACHE_MIN = 64
+cdef Py_ssize_t _CACHE_MAX = 64
+
 cdef int _raise_key(object ns, object name) except -1:
     """Raise the pending hash/``__eq__`` error of key (ns, name) as InvalidKey."""
     cdef PyObject *p = fdn_fetch_exception()
@@ -152,6 +157,7 @@ cdef inline object _event(object kind, object reg):
 
 cdef struct _item:
     uint64_t seq
+    PyObject *reg    # the whole Registration (then p is unused), or NULL
     PyObject *p[5]   # ns, name, value, metadata, owner (Py_None if unowned)
 
 
@@ -188,6 +194,7 @@ cdef void _buf_release(_buf *b, bint full) noexcept:
     for i in range(b.n):
         # XDECREF: a select scan empties the items it drops or moves
         if full:
+            fdn_xdecref(b.items[i].reg)
             for k in range(5):
                 fdn_xdecref(b.items[i].p[k])
         else:
@@ -202,6 +209,7 @@ cdef void _buf_truncate(_buf *b, size_t n) noexcept:
     cdef size_t i
     cdef int k
     for i in range(n, b.n):
+        fdn_xdecref(b.items[i].reg)
         for k in range(5):
             fdn_xdecref(b.items[i].p[k])
     b.n = n
@@ -320,6 +328,10 @@ cdef list _registrations_of(_buf *b):
     out = PyList_New(b.n)
     for i in range(b.n):
         it = &b.items[i]
+        if it.reg != NULL:
+            fdn_list_set_item(out, i, it.reg)  # the item's reference, handed over
+            it.reg = NULL
+            continue
         reg = _reg(<object>it.p[0], <object>it.p[1], <object>it.p[2],
                    <object>it.p[3], <object>it.p[4])
         fdn_incref(<PyObject *>reg)  # the list's own reference
@@ -333,6 +345,7 @@ cdef inline void _take(_buf *b, fdn_shard *s, fdn_rec *rec, bint full) noexcept:
     cdef _item *it = &b.items[b.n]
     cdef PyObject *owner
     it.seq = FDN_REC_SEQ(rec)
+    it.reg = NULL
     it.p[1] = <PyObject *>e.b
     fdn_incref(it.p[1])
     if full:
@@ -350,6 +363,41 @@ cdef inline void _take(_buf *b, fdn_shard *s, fdn_rec *rec, bint full) noexcept:
     b.n += 1
 
 
+cdef int _take_reg(_buf *b, fdn_shard *s, fdn_rec *rec) except -1:
+    """Append the Registration of name ``rec`` to ``b`` (room reserved): its
+    cache, or one built now, and cached if nothing in it can hold a
+    reference (the collector never needs to see it: it is untracked).
+
+    Builds under the shard's lock, so the caller keeps the collector off
+    (no collection, hence no finalizer, may run inside an allocation).
+    """
+    cdef fdn_slot *e
+    cdef _item *it = &b.items[b.n]
+    cdef PyObject *owner
+    cdef object reg
+    it.seq = FDN_REC_SEQ(rec)
+    it.p[0] = it.p[1] = it.p[2] = it.p[3] = it.p[4] = NULL
+    if rec.reg != NULL:
+        it.reg = <PyObject *>rec.reg
+        fdn_incref(it.reg)
+        b.n += 1
+        return 0
+    e = &s.main.slots[rec.slot]
+    owner = <PyObject *>FDN_REC_OWNER(rec)
+    if owner == NULL:
+        owner = <PyObject *>None
+    reg = _reg(<object>e.a, <object>e.b, <object>e.value, <object>rec.meta, <object>owner)
+    if not FDN_FREETHREADED and FDN_REC_TMASK(rec) == 0:
+        # its items are atomic: it can close no cycle
+        fdn_gc_untrack(<PyObject *>reg)
+        fdn_incref(<PyObject *>reg)
+        rec.reg = <PyObject *>reg
+    fdn_incref(<PyObject *>reg)
+    it.reg = <PyObject *>reg
+    b.n += 1
+    return 0
+
+
 cdef inline void _take_member(_buf *b, fdn_rec *rec) noexcept:
     """Append member ``rec`` to ``b`` (room reserved), with new references."""
     cdef fdn_list *gl = rec.ns_list
@@ -358,6 +406,7 @@ cdef inline void _take_member(_buf *b, fdn_rec *rec) noexcept:
     if owner == NULL:
         owner = <PyObject *>None
     it.seq = FDN_REC_SEQ(rec)
+    it.reg = NULL
     it.p[0] = <PyObject *>gl.key
     it.p[1] = <PyObject *>gl.key2
     it.p[2] = <PyObject *>rec.value
@@ -380,6 +429,7 @@ cdef void _free_shards(fdn_shard *sh, size_t n) noexcept:
 cdef void _drop_removed(fdn_removed *o) noexcept:
     """Drop the references a removal handed over (no event, no index). For
     a member, ns/name are references the caller took on its group's keys."""
+    fdn_xdecref(<PyObject *>o.reg)
     fdn_decref(<PyObject *>o.ns)
     fdn_decref(<PyObject *>o.name)
     fdn_decref(<PyObject *>o.value)
@@ -438,6 +488,7 @@ cdef class NativeBackend:
     cdef size_t _n
     cdef uint64_t _seq
     cdef uint64_t _mutations    # writes under the GIL (see _stamp)
+    cdef dict _ns_cache         # ns -> kept registrations(ns) (see _keep)
     cdef bint _closed
     cdef Py_ssize_t _nsubs      # live subscriptions: writes build events only if > 0
     cdef readonly Py_ssize_t partitions
@@ -496,6 +547,7 @@ cdef class NativeBackend:
                 raise MemoryError()
         self._sh = fresh  # consistent (empty) before any DECREF runs code
         self._mutated()
+        self._ns_cache = None
         _free_shards(old, n)
         return 0
 
@@ -664,13 +716,15 @@ cdef class NativeBackend:
             if r == 1:
                 e = &s.main.slots[pos]
                 rec = s.main.recs[pos]
+                seq[0] = FDN_REC_SEQ(rec)
+                if rec.reg != NULL:
+                    return <object>rec.reg
                 # strong references first: building the tuple may run the GC
                 a = <object>e.a
                 b = <object>e.b
                 v = <object>e.value
                 m = <object>rec.meta
                 o = <object>rec.owner if FDN_REC_OWNED(rec) else None
-                seq[0] = FDN_REC_SEQ(rec)
         if r == 1:
             return _reg(a, b, v, m, o)
         return None
@@ -784,19 +838,27 @@ cdef class NativeBackend:
         cdef size_t g, k0, k1, src = 0, count, nseg = self._nseg()
         cdef fdn_walk w
         cdef fdn_rec *rec
+        cdef int gc_was
         for g in range(nseg):
             self._seg(g, &k0, &k1)
             with cython.critical_section(<object>self._locks[k0]):
                 self._walk_open(&w, k0, k1, ns, all_ns, nh, &count)
+                # no Python code runs below (the collector is off while
+                # Registrations are built): the walk stays valid
+                gc_was = fdn_gc_disable() if full else 0
                 try:
-                    # no Python code runs below: the walk stays valid
                     _buf_reserve(b, count)
                     rec = fdn_walk_next(&w, &src)
                     while rec != NULL:
-                        _take(b, &self._sh[src], rec, full)
+                        if full:
+                            _take_reg(b, &self._sh[src], rec)
+                        else:
+                            _take(b, &self._sh[src], rec, False)
                         rec = fdn_walk_next(&w, &src)
                 finally:
                     fdn_walk_free(&w)
+                    if gc_was:
+                        fdn_gc_enable()
             runs[g] = b.n
         return nseg
 
@@ -826,9 +888,98 @@ cdef class NativeBackend:
             _buf_release(&b, False)
         return out
 
+    cdef list _registrations_list(self, object ns, bint all_ns):
+        """registrations() under the GIL: one merged walk over every shard,
+        straight into the list (no buffer, no reorder).
+
+        A namespace (an exact str) whose entries hold only atomic objects
+        keeps the result, until a write to the namespace drops it: a
+        service reading its registrations again and again gets a copy of
+        it, at the cost of copying a list (the python twin's cost too)."""
+        cdef uint64_t nh
+        cdef uint64_t m0
+        cdef size_t src = 0, count, i = 0
+        cdef fdn_walk w
+        cdef fdn_rec *rec
+        cdef fdn_shard *s
+        cdef fdn_slot *e
+        cdef PyObject *owner
+        cdef PyObject *p
+        cdef int gc_was
+        cdef bint atomic = True
+        cdef bint cacheable = not all_ns and type(ns) is str
+        cdef list out
+        if cacheable and self._ns_cache:
+            hit = self._ns_cache.get(ns)
+            if hit is not None:
+                return list(<list>hit)
+        nh = self._ns_hash(ns, all_ns)
+        self._walk_open(&w, 0, self._n, ns, all_ns, nh, &count)
+        m0 = self._mutations
+        # no Python code runs below (the collector is off while Registrations
+        # are built): the walk stays valid
+        gc_was = fdn_gc_disable()
+        try:
+            out = PyList_New(count)
+            rec = fdn_walk_next(&w, &src)
+            while rec != NULL and i < count:
+                p = <PyObject *>rec.reg
+                if p == NULL:
+                    s = &self._sh[src]
+                    e = &s.main.slots[rec.slot]
+                    owner = <PyObject *>FDN_REC_OWNER(rec)
+                    if owner == NULL:
+                        owner = <PyObject *>None
+                    reg = _reg(<object>e.a, <object>e.b, <object>e.value,
+                               <object>rec.meta, <object>owner)
+                    p = <PyObject *>reg
+                    if FDN_REC_TMASK(rec) == 0:
+                        # its items are atomic: it can close no cycle
+                        fdn_gc_untrack(p)
+                        fdn_incref(p)
+                        rec.reg = p
+                    else:
+                        atomic = False
+                fdn_incref(p)
+                fdn_list_set_item(out, i, p)
+                i += 1
+                rec = fdn_walk_next(&w, &src)
+        finally:
+            fdn_walk_free(&w)
+            if gc_was:
+                fdn_gc_enable()
+        if cacheable and atomic and count >= _CACHE_MIN and self._mutations == m0:
+            self._keep(ns, out)
+        return out
+
+    cdef int _keep(self, object ns, list out) except -1:
+        """Keep registrations(ns)'s answer (ns an exact str: no user code
+        runs here) until a write to ns drops it. Untracked: it holds only
+        untracked Registrations of atomic objects, and never changes."""
+        cdef list kept = list(out)
+        if self._ns_cache is None:
+            self._ns_cache = {}
+        elif len(self._ns_cache) >= _CACHE_MAX:
+            self._ns_cache.clear()
+        fdn_gc_untrack(<PyObject *>kept)
+        self._ns_cache[ns] = kept
+        return 0
+
+    cdef inline int _forget(self, object ns) except -1:
+        """A write to ns: drop what _keep kept of it (only exact str are
+        kept, so no other key is looked up: that could run user code)."""
+        if self._ns_cache and type(ns) is str:
+            self._ns_cache.pop(ns, None)
+        return 0
+
     def registrations(self, ns=None):
         """Every registration of ``ns`` (``None``: of every namespace), in
         registration order."""
+        if not FDN_FREETHREADED:
+            return self._registrations_list(ns, ns is None)
+        return self._registrations_seg(ns)
+
+    cdef list _registrations_seg(self, object ns):
         cdef _buf b
         cdef size_t *runs = self._runs()
         cdef list out
@@ -1116,7 +1267,6 @@ cdef class NativeBackend:
         cdef _buf b
         cdef size_t i, j = 0, k, nseg
         cdef size_t *runs = self._runs()
-        cdef int m
         cdef list out
         cdef _item *it
         cdef bint all_ns = ns is None
@@ -1131,16 +1281,14 @@ cdef class NativeBackend:
                     runs[k] = j
                     k += 1
                 it = &b.items[i]
-                if matches(<object>it.p[3]):
+                if matches((<object>it.reg)[3]):
                     if j != i:
                         b.items[j] = it[0]
-                        for m in range(5):
-                            it.p[m] = NULL  # moved: _buf_release skips it
+                        it.reg = NULL  # moved: _buf_release skips it
                     j += 1
                 else:
-                    for m in range(5):
-                        fdn_xdecref(it.p[m])
-                        it.p[m] = NULL
+                    fdn_xdecref(it.reg)
+                    it.reg = NULL
             while k < nseg:
                 runs[k] = j
                 k += 1
@@ -1395,6 +1543,7 @@ cdef class NativeBackend:
         cdef fdn_list *nsl
         cdef fdn_list *ownl
         cdef PyObject *old_md = NULL
+        cdef PyObject *old_reg = NULL
         cdef PyObject *po = <PyObject *>owner if owner is not None else NULL
         cdef int r, created = 0
         cdef unsigned tmask, ltmask
@@ -1441,6 +1590,8 @@ cdef class NativeBackend:
                                             <void **>&old_md) < 0:
                         raise MemoryError()
                     fdn_incref(<PyObject *>md)
+                    old_reg = <PyObject *>rec.reg  # stale now (dropped below)
+                    rec.reg = NULL
                     break
                 nsl = NULL
                 r = self._find_list(s, &s.ns, nh, ns, ver, &nsl)
@@ -1474,6 +1625,9 @@ cdef class NativeBackend:
             s.writes += 1
             self._mutated()
         # the table is consistent: now Python code may run
+        self._forget(ns)
+        if old_reg != NULL:
+            fdn_decref(old_reg)
         if old_md != NULL:
             kind = _UPDATED
             old = <object>old_md
@@ -1525,6 +1679,7 @@ cdef class NativeBackend:
             fdn_shard_remove_at(s, pos, &out)
             s.writes += 1
             self._mutated()
+        self._forget(ns)
         if self._nsubs > 0 or self._index is not None:
             self._released(&out, 1)
         else:
@@ -1542,6 +1697,9 @@ cdef class NativeBackend:
             # steal every reference into Python locals first, so an error
             # below (or in a listener) still releases all of them
             o = &outs[i]
+            # a cache holds only atomic objects: dropping it runs no code
+            fdn_xdecref(<PyObject *>o.reg)
+            o.reg = NULL
             e_ns = <object>o.ns
             fdn_decref(<PyObject *>o.ns)
             e_name = <object>o.name
@@ -1559,6 +1717,8 @@ cdef class NativeBackend:
                 fdn_decref(<PyObject *>o.ns_key)
             if o.own_key != NULL:
                 fdn_decref(<PyObject *>o.own_key)
+            if not o.member:
+                self._forget(e_ns)
             regs.append((o.member, _reg(e_ns, e_name, e_value, e_md, e_owner)))
         if self._index is not None:
             for member, reg in regs:
@@ -1599,6 +1759,7 @@ cdef class NativeBackend:
         cdef fdn_slot *e
         cdef fdn_rec *rec
         cdef PyObject *old_md
+        cdef PyObject *old_reg = NULL
         cdef int r
         cdef bint traced = fdn_meta_traced(<PyObject *>md, <PyObject *>_EMPTY)
         with cython.critical_section(<object>self._locks[idx]):
@@ -1618,8 +1779,13 @@ cdef class NativeBackend:
             if fdn_shard_set_meta_t(s, rec, <PyObject *>md, traced, <void **>&old_md) < 0:
                 raise MemoryError()
             fdn_incref(<PyObject *>md)
+            old_reg = <PyObject *>rec.reg  # stale now (dropped below)
+            rec.reg = NULL
             s.writes += 1
             self._mutated()
+        self._forget(ns)
+        if old_reg != NULL:
+            fdn_decref(old_reg)
         old = <object>old_md
         fdn_decref(old_md)
         reg = _reg(cur_ns, cur_name, cur_value, md, cur_owner)
