@@ -247,6 +247,22 @@ def _parser() -> argparse.ArgumentParser:
         help="--scale: seconds per select sample (more calls for fast queries; default 0.05)",
     )
     bench.add_argument(
+        "--scale-targets-only",
+        action="store_true",
+        help=(
+            "--scale: only the at-scale targets (GC, allocation, scans, registrations, write"
+            " cycles, lookups as users call them), side by side in one run"
+        ),
+    )
+    bench.add_argument(
+        "--scale-targets-sizes",
+        type=_sizes,
+        default=[1_000_000, 100_000],
+        metavar="GC_N,SCAN_N",
+        help="--scale: table sizes of the targets' GC/lookup rows and scan rows"
+        " (default 1000000,100000)",
+    )
+    bench.add_argument(
         "--threads",
         type=_sizes,
         default=None,
@@ -371,6 +387,23 @@ def _bench_scale(args: argparse.Namespace) -> int:
     if not args.no_progress:
         sys.stderr.write(f"foundation.registry.NATIVE = {native}: {why}\n")
         sys.stderr.flush()
+    gc_n, scan_n = [*args.scale_targets_sizes, 100_000][:2]
+    if args.scale_targets_only:
+        try:
+            targets = _bench_scale.run_targets(
+                gc_n=gc_n,
+                scan_n=scan_n,
+                small_n=args.scale_baseline or _bench_scale.SCALE_BASELINE,
+                rounds=args.rounds or 3,
+                lookup_keys=args.scale_lookup_keys,
+                cycle_keys=args.scale_cycle_keys,
+                seed=args.seed,
+                progress=progress,
+            )
+        finally:
+            progress.done()
+        _emit(targets, args, "" if args.json else _bench_scale.format_targets_table(targets))
+        return 0
     try:
         result = _bench_scale.run_scale(
             args.scale_sizes,
@@ -385,6 +418,8 @@ def _bench_scale(args: argparse.Namespace) -> int:
             select_target_s=args.scale_select_seconds,
             seed=args.seed,
             progress=progress,
+            targets_gc_n=gc_n,
+            targets_scan_n=scan_n,
         )
     finally:
         progress.done()

@@ -1168,6 +1168,9 @@ def run_scale(
     select_target_s: float = 0.05,
     seed: int = 0,
     progress: Progress | None = None,
+    targets: bool = True,
+    targets_gc_n: int = 1_000_000,
+    targets_scan_n: int = 100_000,
 ) -> dict[str, Any]:
     """Measure per-operation cost and memory as the registry grows; JSON-able result.
 
@@ -1187,10 +1190,15 @@ def run_scale(
         select_target_s: seconds per select sample (more calls for fast ones).
         seed: seed of every shuffle.
         progress: called with a short status line as the run advances.
+        targets: also run :func:`run_targets` (the at-scale targets).
+        targets_gc_n: its table size for the GC and large lookup rows.
+        targets_scan_n: its table size for the select, registrations and
+            write-cycle rows.
 
     Returns:
         ``{"env", "config", "sizes": [per size], "growth": [...], "groups":
-        [...], "select": [...], "select_checks": [...], "wall_s"}``.
+        [...], "select": [...], "select_checks": [...], "targets": {...} or
+        None, "wall_s"}``.
 
     On the full GC pass: the python backend stores a tracked Registration
     tuple per entry, and the dict a tracked entry tuple, so a full collection
@@ -1260,8 +1268,23 @@ def run_scale(
         "growth": _growth(per_size, baseline_n),
         "groups": groups,
         "select": select,
-        "select_checks": _select_checks(select[0] if len(select) > 1 else None, select[-1]),
+        "select_checks": (
+            _select_checks(select[0] if len(select) > 1 else None, select[-1]) if select else []
+        ),
+        "targets": None,
     }
+    if targets:
+        result["targets"] = run_targets(
+            gc_n=targets_gc_n,
+            scan_n=targets_scan_n,
+            small_n=baseline_n or SCALE_BASELINE,
+            rounds=rounds,
+            backends=backends,
+            lookup_keys=lookup_keys,
+            cycle_keys=cycle_keys,
+            seed=seed,
+            progress=say,
+        )
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     return result
 
@@ -1416,5 +1439,7 @@ def format_scale_table(result: dict[str, Any]) -> str:
         lines += _grid(table)
         for c in result["select_checks"]:
             lines.append(f"  {c['impl']}: {c['check']} = {c['value']:.2f} (expect {c['expect']})")
+    if result.get("targets"):
+        lines += ["", format_targets_table(result["targets"])]
     lines += ["", f"wall time {result['wall_s']}s"]
     return "\n".join(lines)
