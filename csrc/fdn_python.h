@@ -310,7 +310,8 @@ static int fdn_md_match(PyObject *md, PyObject **fields, PyObject **operands,
     d = ((fdn_proxy *)md)->mapping;
     if (!PyDict_CheckExact(d))
         return -2;
-    Py_INCREF(d);
+    /* d lives as long as md (a proxy never changes its mapping), which the
+     * caller holds */
     for (i = 0; i < n; i++) {
         v = PyDict_GetItemWithError(d, fields[i]);
         if (v == NULL) {
@@ -341,7 +342,6 @@ static int fdn_md_match(PyObject *md, PyObject **fields, PyObject **operands,
         if (t <= 0)
             break;
     }
-    Py_DECREF(d);
     return t;
 }
 

@@ -96,23 +96,40 @@ def test_other_namespaces_and_groups_leave_a_kept_answer_alone() -> None:
     assert reg.registrations("ns") == kept
 
 
-def test_only_atomic_exact_str_namespaces_are_kept() -> None:
+def test_what_is_kept_and_what_the_collector_sees() -> None:
     reg = Registry("native", partitions=2)
     _fill(reg, ns=("tuple", "ns"))
     a = reg.registrations(("tuple", "ns"))
     b = reg.registrations(("tuple", "ns"))
     assert a == b
+    # its entries are atomic: each keeps its Registration (untracked)
+    assert all(x is y for x, y in zip(a, b, strict=True))
+    assert not any(gc.is_tracked(r) for r in a)
     # entries holding a GC-tracked value: their Registrations stay tracked
-    # (a cycle may run through them) and are built for each read
+    # (a cycle may run through them); the kept answer too, and the
+    # collector reaches it from the backend
     values = [Value(i) for i in range(N)]
     for i, v in enumerate(values):
         reg.register_nowait("tracked", i, v)
     regs = reg.registrations("tracked")
     assert all(gc.is_tracked(r) for r in regs)
-    assert all(x is not y for x, y in zip(regs, reg.registrations("tracked"), strict=True))
+    assert all(x is y for x, y in zip(regs, reg.registrations("tracked"), strict=True))
+    kept = [o for o in gc.get_referents(reg.backend) if isinstance(o, dict) and "tracked" in o]
+    assert len(kept) == 1
+    assert gc.is_tracked(kept[0]["tracked"])
+    # a namespace that is not an exact str is never kept as a whole
+    assert ("tuple", "ns") not in kept[0]
+    reg.register_nowait("tracked", "one more", Value(-1))
+    fresh = reg.registrations("tracked")
+    assert len(fresh) == N + 1
+    assert fresh[0] is not regs[0]  # the write dropped the kept answer
     # atomic ones are untracked: the collector never needs them
-    plain = reg.registrations(("tuple", "ns"))
+    reg.register_nowait("plain", 0, "v")
+    for i in range(1, N):
+        reg.register_nowait("plain", i, "v")
+    plain = reg.registrations("plain")
     assert not any(gc.is_tracked(r) for r in plain)
+    assert plain[0] is reg.registrations("plain")[0]
 
 
 def test_kept_registrations_release_their_values() -> None:

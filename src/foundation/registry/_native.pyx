@@ -892,10 +892,10 @@ cdef class NativeBackend:
         """registrations() under the GIL: one merged walk over every shard,
         straight into the list (no buffer, no reorder).
 
-        A namespace (an exact str) whose entries hold only atomic objects
-        keeps the result, until a write to the namespace drops it: a
-        service reading its registrations again and again gets a copy of
-        it, at the cost of copying a list (the python twin's cost too)."""
+        A namespace (an exact str) keeps the result, until a write to the
+        namespace drops it: a service reading its registrations again and
+        again gets a copy of it, at the cost of copying a list (the python
+        twin's cost too)."""
         cdef uint64_t nh
         cdef uint64_t m0
         cdef size_t src = 0, count, i = 0
@@ -948,20 +948,24 @@ cdef class NativeBackend:
             fdn_walk_free(&w)
             if gc_was:
                 fdn_gc_enable()
-        if cacheable and atomic and count >= _CACHE_MIN and self._mutations == m0:
-            self._keep(ns, out)
+        if cacheable and count >= _CACHE_MIN and self._mutations == m0:
+            self._keep(ns, out, atomic)
         return out
 
-    cdef int _keep(self, object ns, list out) except -1:
+    cdef int _keep(self, object ns, list out, bint atomic) except -1:
         """Keep registrations(ns)'s answer (ns an exact str: no user code
-        runs here) until a write to ns drops it. Untracked: it holds only
-        untracked Registrations of atomic objects, and never changes."""
+        runs here) until a write to ns drops it. When every entry is atomic
+        the kept list is untracked (it holds only untracked Registrations
+        and never changes); otherwise it stays tracked, and the collector
+        reaches it from the backend, as it must: its Registrations hold
+        objects that can close a cycle."""
         cdef list kept = list(out)
         if self._ns_cache is None:
             self._ns_cache = {}
         elif len(self._ns_cache) >= _CACHE_MAX:
             self._ns_cache.clear()
-        fdn_gc_untrack(<PyObject *>kept)
+        if atomic:
+            fdn_gc_untrack(<PyObject *>kept)
         self._ns_cache[ns] = kept
         return 0
 
