@@ -773,15 +773,18 @@ class _Service:
         self.n = n
 
 
-def _gc_ms(samples: int = 3) -> float:
-    """Median ms of a full collection (after one that settles the heap)."""
+def _gc_ms(samples: int = 7) -> float:
+    """ms of a full collection: the fastest of ``samples`` (after one that
+    settles the heap). The least disturbed sample: the extra time a table
+    costs is the difference of two such times, and a median of a few
+    collections on a busy machine swings by more than that difference."""
     gc.collect()
     times = []
     for _ in range(samples):
         t0 = time.perf_counter()
         gc.collect()
         times.append((time.perf_counter() - t0) * 1e3)
-    return _median_of(times)
+    return min(times)
 
 
 def _alloc_ms(samples: int = 3) -> float:
@@ -825,6 +828,13 @@ def _build_gc_table(
     finally:
         if was:
             gc.enable()
+
+
+def _paired(raw: dict[str, list[float]], a: str, b: str) -> float | None:
+    """The median over rounds of raw[a] / raw[b] in the same round: each
+    round's pair ran side by side, so load that hit one hit the other."""
+    ratios = [x / y for x, y in zip(raw[a], raw[b], strict=True) if y > 0]
+    return _median_of(ratios) if ratios else None
 
 
 def _ratio_row(
@@ -880,8 +890,9 @@ def _gc_rows(n: int, cfg: _Config, native: bool) -> tuple[list[dict[str, Any]], 
                 extra[impl].append(with_table - without)
         med = {i: _median_of(v) for i, v in extra.items()}
         amed = {i: _median_of(v) for i, v in alloc.items()}
+        # (an extra time is a difference, near zero: the ratio of the medians)
         gc_ratio = med["native"] / med["dict"] if native and med["dict"] > 0 else None
-        alloc_ratio = amed["native"] / amed["dict"] if native and amed["dict"] > 0 else None
+        alloc_ratio = _paired(alloc, "native", "dict") if native else None
         spread = {i: [round(x, 1) for x in v] for i, v in extra.items()}
         rows.append(_ratio_row(f"gc_{variant}", med, gc_ratio, {"per_round": spread, "n": n}))
         rows.append(
@@ -921,19 +932,19 @@ def _scan_rows(n: int, cfg: _Config, backends: list[str]) -> list[dict[str, Any]
         want = len([e for e in d.values() if e[1].get("tier") == tier])
         for impl in _rotate([*backends, "dict"], r):
             if impl == "dict":
-                ms = _time_ns("scan", [tier] * 5, g=d.values) / 1e6
+                ms = _time_ns("scan", [tier] * 10, g=d.values) / 1e6
             else:
                 got = regs[impl].select(None, where={"tier": tier})
                 if len(got) != want:
                     raise RuntimeError(f"{impl} select found {len(got)}, the dict {want}")
-                ms = _time_ns("select", [{"tier": tier}] * 5, f=regs[impl].select) / 1e6
+                ms = _time_ns("select", [{"tier": tier}] * 10, f=regs[impl].select) / 1e6
             raw[impl].append(ms)
     med = {i: _median_of(x) for i, x in raw.items()}
     rows.append(
         _ratio_row(
             "select_scan",
             med,
-            med["native"] / med["dict"] if "native" in med and med["dict"] > 0 else None,
+            _paired(raw, "native", "dict") if "native" in raw else None,
             {"n": n, "matches": n // 100},
         )
     )
@@ -953,8 +964,10 @@ def _scan_rows(n: int, cfg: _Config, backends: list[str]) -> list[dict[str, Any]
                         gc.disable()
                 raw[impl].append(ms)
         med = {i: _median_of(x) for i, x in raw.items()}
-        ok = "native" in med and "python" in med and med["python"] > 0
-        rows.append(_ratio_row(tid, med, med["native"] / med["python"] if ok else None, {"n": n}))
+        ok = "native" in raw and "python" in raw
+        rows.append(
+            _ratio_row(tid, med, _paired(raw, "native", "python") if ok else None, {"n": n})
+        )
     # -- write cycles: join+leave against register+unregister (native), and
     # the python twin against a dict
     fresh = make_pairs(min(n, cfg.cycle_keys), "cyc")
@@ -982,7 +995,7 @@ def _scan_rows(n: int, cfg: _Config, backends: list[str]) -> list[dict[str, Any]
             _ratio_row(
                 "join_leave",
                 {k: cmed[k] for k in ("native join+leave", "native register+unregister")},
-                cmed["native join+leave"] / cmed["native register+unregister"],
+                _paired(cyc, "native join+leave", "native register+unregister"),
                 {"n": n},
             )
         )
@@ -991,7 +1004,7 @@ def _scan_rows(n: int, cfg: _Config, backends: list[str]) -> list[dict[str, Any]
             _ratio_row(
                 "python_cycle",
                 {k: cmed[k] for k in ("python register+unregister", "dict setdefault+pop")},
-                cmed["python register+unregister"] / cmed["dict setdefault+pop"],
+                _paired(cyc, "python register+unregister", "dict setdefault+pop"),
                 {"n": n, "also": {k: round(x) for k, x in cmed.items()}},
             )
         )
@@ -1016,11 +1029,14 @@ def _lookup_rows(
         assert pairs is not None
         n = len(pairs)
         say(f"targets: lookups at N={n:,}")
+        # the baselines hold the table's own values (on the large table one
+        # object per entry: a lookup returns it, so each pays that miss)
         nested: dict[str, dict[str, Any]] = {}
         flat: dict[Pair, Any] = {}
         for a, b in pairs:
-            nested.setdefault(a, {})[b] = cfg.value
-            flat[(a, b)] = cfg.value
+            value = reg.lookup(a, b)
+            nested.setdefault(a, {})[b] = value
+            flat[(a, b)] = value
         sample = cfg.rnd.sample(pairs, min(n, cfg.lookup_keys))
         number = max(1, math.ceil(min(cfg.lookup_keys, 300_000) / len(sample)))
         raw: dict[str, list[float]] = {"native": [], "nested": [], "dict": []}
@@ -1038,10 +1054,12 @@ def _lookup_rows(
                 raw[impl].append(t - loop)
         med = {i: _median_of(x) for i, x in raw.items()}
         rows.append(
-            _ratio_row(f"lookup_{tag}_nested", med, med["native"] / med["nested"], {"n": n})
+            _ratio_row(f"lookup_{tag}_nested", med, _paired(raw, "native", "nested"), {"n": n})
         )
         if tag == "large":
-            rows.append(_ratio_row("lookup_large_dict", med, med["native"] / med["dict"], {"n": n}))
+            rows.append(
+                _ratio_row("lookup_large_dict", med, _paired(raw, "native", "dict"), {"n": n})
+            )
         if tag == "small":
             _close(reg)
     return rows
@@ -1062,7 +1080,8 @@ def run_targets(
     """The at-scale targets (:data:`TARGETS`), side by side in one run.
 
     * GC rows: the time of a full ``gc.collect()`` with the table alive minus
-      without it (its values alive either way), at ``gc_n`` entries whose
+      without it (its values alive either way; each the fastest of 7), at
+      ``gc_n`` entries whose
       values are distinct GC-tracked objects, or distinct str with 2-key
       metadata (the dict: ``d[(ns, name)] = (value, dict(metadata))``); and
       the time to allocate (and keep) 300k small lists with the collector
@@ -1125,7 +1144,8 @@ def format_targets_table(result: dict[str, Any]) -> str:
     lines = [
         f"At-scale targets: CPython {env['python']} ({env['cpu_count']} cpus),"
         f" partitions={env.get('partitions')}; GC rows at N={cfg['gc_n']:,}, scans at"
-        f" N={cfg['scan_n']:,}; medians of {cfg['rounds']} interleaved rounds;"
+        f" N={cfg['scan_n']:,}; medians of {cfg['rounds']} interleaved rounds (a ratio:"
+        " of the per-round ratios; of the GC rows' medians);"
         f" load average {env.get('loadavg_start')} -> {env.get('loadavg_end')}",
     ]
     table = [["measure", "unit", "values", "ratio", "target", ""]]

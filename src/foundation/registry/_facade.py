@@ -414,6 +414,7 @@ class Registry(_ReadFront):
         ``where`` maps a metadata field (dotted for nested mappings) to a value
         (equality) or ``(op, operand)`` with op in ``eq neq lt lte gt gte in
         not_in``. A missing field or an incomparable value never matches.
+        The matches come in registration order.
 
         Raises:
             InvalidQuery: a malformed criterion (unknown operator, ...).
