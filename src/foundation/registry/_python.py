@@ -11,7 +11,7 @@ namespace index (``ns -> bucket of its Registrations``, also in registration
 order, so ``names(ns)``/``count(ns)`` cost O(entries of ns)) and, per
 partition, a write lock and an owner index (``owner -> bucket``, so
 ``unregister_owner`` costs O(its entries)). A key is written under the lock
-of partition ``hash((ns, name)) % partitions``; reads take no lock (a single
+of partition ``hash(name) % partitions``; reads take no lock (a single
 dict operation, or a copy of a dict view made in C, is atomic under the GIL,
 and in a free-threaded build each dict locks itself).
 
@@ -394,7 +394,9 @@ class PythonBackend:
             check_owner(owner)
         key = (ns, name)
         try:
-            shard = self._shards[hash(key) % self._n]
+            # the key's lock by its name alone: equal keys have equal names,
+            # and a (cached) str hash costs a third of a tuple's
+            shard = self._shards[hash(name) % self._n]
         except Exception as exc:
             raise invalid_key(ns, name, exc) from exc
         new = _new_registration((ns, name, value, md, owner))
@@ -536,7 +538,11 @@ class PythonBackend:
         """
         key = (ns, name)
         try:
-            shard = self._shards[hash(key) % self._n]
+            # the key's lock by its name (equal keys have equal names), but
+            # the whole key hashed: an empty dict's pop() hashes nothing, and
+            # an unhashable namespace must still be refused
+            hash(ns)
+            shard = self._shards[hash(name) % self._n]
         except Exception as exc:
             raise invalid_key(ns, name, exc) from exc
         shard.acquire()
@@ -585,7 +591,9 @@ class PythonBackend:
         md = copy_metadata(metadata)
         key = (ns, name)
         try:
-            shard = self._shards[hash(key) % self._n]
+            # the key's lock by its name alone: equal keys have equal names,
+            # and a (cached) str hash costs a third of a tuple's
+            shard = self._shards[hash(name) % self._n]
         except Exception as exc:
             raise invalid_key(ns, name, exc) from exc
         shard.acquire()
