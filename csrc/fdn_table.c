@@ -389,6 +389,84 @@ static void refs_maybe_compact(fdn_shard *s)
     r->holes = 0;
 }
 
+/* ------------------------------------------------------------ order */
+
+fdn_rec fdn_order_end;
+
+/* Room for one more name (and the end marker after it). 0 / -1. */
+static int order_reserve(fdn_order *o)
+{
+    size_t cap;
+    fdn_rec **v;
+    if (o->v != NULL && o->n + 2 <= o->cap)
+        return 0;
+    if (o->n + 2 > FDN_REFS_MAX)
+        return -1;
+    cap = o->cap ? o->cap : 8;
+    while (cap < o->n + 2)
+        cap = cap >= FDN_REFS_MAX / 2 ? FDN_REFS_MAX : cap * 2;
+    v = (fdn_rec **)fdn_alloc.malloc(cap * sizeof(fdn_rec *));
+    if (v == NULL)
+        return -1;
+    if (o->v != NULL) {
+        memcpy(v, o->v, o->n * sizeof(fdn_rec *));
+        fdn_alloc.free(o->v);
+    }
+    v[o->n] = &fdn_order_end;
+    o->v = v;
+    o->cap = cap;
+    return 0;
+}
+
+/* Append a name (room reserved). */
+static void order_append(fdn_order *o, fdn_rec *rec)
+{
+    rec->ord = (uint32_t)o->n;
+    o->v[o->n++] = rec;
+    o->v[o->n] = &fdn_order_end;
+}
+
+/* Take a name out: a hole, or trailing holes dropped; squeeze the holes
+ * out once they are half the vector (in place: it cannot fail), and give
+ * memory back when most of it is unused (if that allocation fails, the
+ * vector just stays as large). */
+static void order_drop(fdn_order *o, fdn_rec *rec)
+{
+    size_t i, j;
+    o->v[rec->ord] = NULL;
+    o->holes++;
+    while (o->n > 0 && o->v[o->n - 1] == NULL) {
+        o->n--;
+        o->holes--;
+    }
+    o->v[o->n] = &fdn_order_end;
+    if (o->holes < 64 || o->holes * 2 < o->n)
+        return;
+    for (i = 0, j = 0; i < o->n; i++) {
+        fdn_rec *r = o->v[i];
+        if (r != NULL) {
+            r->ord = (uint32_t)j;
+            o->v[j++] = r;
+        }
+    }
+    o->n = j;
+    o->holes = 0;
+    o->v[o->n] = &fdn_order_end;
+    if (o->cap >= 64 && (o->n + 1) * 4 < o->cap) {
+        size_t cap = o->cap / 2;
+        fdn_rec **v;
+        while (cap >= 16 && (o->n + 1) * 4 < cap)
+            cap /= 2;
+        v = (fdn_rec **)fdn_alloc.malloc(cap * sizeof(fdn_rec *));
+        if (v != NULL) {
+            memcpy(v, o->v, (o->n + 1) * sizeof(fdn_rec *));
+            fdn_alloc.free(o->v);
+            o->v = v;
+            o->cap = cap;
+        }
+    }
+}
+
 /* ------------------------------------------------------------ shards */
 
 int fdn_shard_init(fdn_shard *s)
@@ -408,6 +486,13 @@ int fdn_shard_init(fdn_shard *s)
                 fdn_table_free(ts[i]);
             return -1;
         }
+    }
+    /* the order vector from the start, so that a failed insert leaves the
+     * shard's allocations as they were */
+    if (order_reserve(&s->order) < 0) {
+        for (i = 0; i < 5; i++)
+            fdn_table_free(ts[i]);
+        return -1;
     }
     return 0;
 }
@@ -453,6 +538,9 @@ void fdn_shard_free(fdn_shard *s)
     if (s->refs.v != NULL)
         fdn_alloc.free(s->refs.v);
     memset(&s->refs, 0, sizeof(s->refs));
+    if (s->order.v != NULL)
+        fdn_alloc.free(s->order.v);
+    memset(&s->order, 0, sizeof(s->order));
     s->members = 0;
 }
 
@@ -580,6 +668,8 @@ int fdn_shard_insert_t(fdn_shard *s, uint64_t h, void *ns, void *name,
         return -1;
     if (refs_reserve(&s->refs, popcount8(tmask) + (lt_ns != 0) + (lt_own != 0)) < 0)
         return -1;
+    if (order_reserve(&s->order) < 0)
+        return -1;
     rec = (fdn_rec *)fdn_alloc.malloc(owner != NULL ? FDN_REC_OWNED_SIZE
                                                     : FDN_REC_UNOWNED_SIZE);
     if (rec == NULL)
@@ -626,6 +716,7 @@ int fdn_shard_insert_t(fdn_shard *s, uint64_t h, void *ns, void *name,
     }
     fdn_table_insert_new(&s->main, h, ns, name, value, rec);
     rec_refs_put(s, rec); /* after the slot: the name's ns/name/value live there */
+    order_append(&s->order, rec);
     s->version++;
     return 0;
 }
@@ -655,6 +746,7 @@ void fdn_shard_remove_at(fdn_shard *s, size_t i, fdn_removed *out)
     out->reg = rec->reg;
 
     refs_drop(&s->refs, rec->refs, popcount8(FDN_REC_TMASK(rec)));
+    order_drop(&s->order, rec);
     out->ns_key = unlink_ns(s, &s->ns, rec);
     if (FDN_REC_OWNED(rec)) {
         out->owner = rec->owner;
@@ -776,6 +868,7 @@ int fdn_shard_join(fdn_shard *s, uint64_t gh, void *ns, void *group,
     }
     rec->meta = meta;
     rec->reg = NULL;
+    rec->ord = FDN_NONE;
     rec->value = value;
     rec->seq = (seq << FDN_SEQ_SHIFT) | FDN_F_MEMBER | (loose ? FDN_F_LOOSE : 0u) |
                (owner != NULL ? FDN_F_OWNED : 0u) | tmask;
@@ -938,6 +1031,7 @@ void fdn_shard_remove_rec(fdn_shard *s, fdn_rec *rec, fdn_removed *out)
 int fdn_walk_init(fdn_walk *w, size_t lists)
 {
     w->k = 0;
+    w->vec = 0;
     w->heap = w->small;
     w->cap = sizeof(w->small) / sizeof(w->small[0]);
     if (lists > w->cap) {
@@ -958,7 +1052,8 @@ void fdn_walk_add(fdn_walk *w, fdn_rec *first, size_t src)
     if (first == NULL)
         return;
     assert(w->k < w->cap);
-    w->heap[w->k].rec = first;
+    assert(!w->vec);
+    w->heap[w->k].at.rec = first;
     w->heap[w->k].seq = first->seq;
     w->heap[w->k].src = src;
     w->k++;
@@ -971,6 +1066,24 @@ void fdn_walk_add_index(fdn_walk *w, const fdn_table *index, size_t src)
         if (index->slots[i].a != NULL)
             fdn_walk_add(w, ((const fdn_list *)index->slots[i].value)->first, src);
     }
+}
+
+void fdn_walk_add_order(fdn_walk *w, fdn_order *order, size_t src)
+{
+    fdn_rec **pos;
+    assert(w->vec || w->k == 0);
+    w->vec = 1;
+    if (order->v == NULL)
+        return;
+    for (pos = order->v; *pos == NULL; pos++)
+        ;
+    if (*pos == &fdn_order_end)
+        return;
+    assert(w->k < w->cap);
+    w->heap[w->k].at.pos = pos;
+    w->heap[w->k].seq = (*pos)->seq;
+    w->heap[w->k].src = src;
+    w->k++;
 }
 
 void fdn_walk_start(fdn_walk *w)

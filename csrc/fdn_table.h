@@ -12,6 +12,7 @@
  *   mem    (hash(group, value), group list, value)   + a parallel fdn_rec* per slot
  *                                            (the members whose value has a hash)
  *   refs   the pointers the binding asked to trace, in insertion order
+ *   order  the shard's names (their records), in insertion order
  *
  * A slot is {uint64 hash; void *a; void *b; void *value}: 32 bytes, two per
  * cache line, so a lookup hit touches one slot line and compares the stored
@@ -33,6 +34,12 @@
  * sequential, skips everything else, and costs nothing for a table that
  * holds only such objects. Removal leaves holes (NULL), compacted once they
  * are half the vector.
+ *
+ * The order vector serves reads of every namespace at once: walking it
+ * visits records in the order they were allocated, which is what caches and
+ * prefetchers reward, where following each namespace's list jumps between
+ * namespaces. It has holes and compaction like refs, and always ends with
+ * &fdn_order_end, so a walk needs no bound.
  *
  * Linear probing, at most 2/3 full, backward-shift deletion (no tombstones),
  * shrink below 1/8. Every allocation failure is reported as -1 with the
@@ -106,9 +113,9 @@ typedef struct fdn_list {
 
 /*
  * Per-entry record, for a unique name or a group member. Unowned names are
- * allocated without the owner tail (FDN_REC_UNOWNED_SIZE bytes: 56), owned
- * ones up to it (FDN_REC_OWNED_SIZE: 88); members always in full
- * (sizeof(fdn_rec): 112). The low bits of `seq` say which, so a field that
+ * allocated without the owner tail (FDN_REC_UNOWNED_SIZE bytes: 64), owned
+ * ones up to it (FDN_REC_OWNED_SIZE: 96); members always in full
+ * (sizeof(fdn_rec): 120). The low bits of `seq` say which, so a field that
  * is absent is never read.
  *
  * For a member, the ns_* links chain the group's list (ns_list is the group
@@ -129,6 +136,8 @@ typedef struct fdn_rec {
      * back on removal (fdn_removed.reg); the binding clears it whenever it
      * changes the entry. */
     void *reg;
+    uint32_t ord;   /* names: index in the shard's order vector; members: FDN_NONE */
+    uint32_t spare; /* (the record is allocated in 16-byte steps anyway) */
     /* owned names, every member */
     void *owner;    /* NULL for an unowned member */
     struct fdn_rec *own_prev;
@@ -181,6 +190,17 @@ typedef struct fdn_refs {
     size_t holes; /* NULL entries among the n */
 } fdn_refs;
 
+/* The names of a shard in insertion order (see the top of this file). */
+typedef struct fdn_order {
+    fdn_rec **v; /* v[n] == &fdn_order_end whenever v != NULL */
+    size_t n;    /* used, holes included */
+    size_t cap;
+    size_t holes;
+} fdn_order;
+
+/* The end marker of every order vector (never a real record). */
+extern fdn_rec fdn_order_end;
+
 typedef struct fdn_shard {
     fdn_table main;
     fdn_table ns;
@@ -195,6 +215,7 @@ typedef struct fdn_shard {
     fdn_table mem;
     fdn_refs refs;
     size_t members; /* memberships in this shard */
+    fdn_order order;
 } fdn_shard;
 
 /* What a removal hands back so the binding can drop references after the
@@ -384,8 +405,9 @@ void fdn_shard_remove_rec(fdn_shard *s, fdn_rec *rec, fdn_removed *out);
 /* ------------------------------------------------------------ walks */
 
 /*
- * Records of several lists (the namespace lists of every shard, say) in
- * insertion order: a k-way merge by sequence number. Records allocated one
+ * Records of several lists (the namespace lists of every shard, say), or of
+ * several shards' order vectors, in insertion order: a k-way merge by
+ * sequence number. Records allocated one
  * after another sit together in memory, so this order is also what caches
  * and prefetchers reward, where walking list by list (or shard by shard)
  * strides across everything in between: 16 interleaved namespaces made a
@@ -394,7 +416,10 @@ void fdn_shard_remove_rec(fdn_shard *s, fdn_rec *rec, fdn_removed *out);
  */
 typedef struct fdn_walk_head {
     uint64_t seq;
-    fdn_rec *rec;
+    union {
+        fdn_rec *rec;  /* lists: the list's next record */
+        fdn_rec **pos; /* order vectors: where its next record is */
+    } at;
     size_t src; /* the caller's tag for the list (its shard) */
 } fdn_walk_head;
 
@@ -402,6 +427,7 @@ typedef struct fdn_walk {
     fdn_walk_head *heap; /* a binary min-heap on seq */
     size_t k;
     size_t cap;
+    int vec; /* walking order vectors, not lists */
     fdn_walk_head small[16];
 } fdn_walk;
 
@@ -412,6 +438,9 @@ int fdn_walk_init(fdn_walk *w, size_t lists);
 void fdn_walk_add(fdn_walk *w, fdn_rec *first, size_t src);
 /* Add every list of an index table (w needs room for index->used more). */
 void fdn_walk_add_index(fdn_walk *w, const fdn_table *index, size_t src);
+/* Add a shard's order vector: every name of the shard (room reserved). A
+ * walk adds either lists or order vectors, never both. */
+void fdn_walk_add_order(fdn_walk *w, fdn_order *order, size_t src);
 /* Start walking (after the adds). */
 void fdn_walk_start(fdn_walk *w);
 void fdn_walk_free(fdn_walk *w);
@@ -420,11 +449,13 @@ static inline void fdn_heap_down(fdn_walk_head *h, size_t k, size_t i)
 {
     fdn_walk_head x = h[i];
     for (;;) {
-        size_t c = 2 * i + 1;
+        size_t c = 2 * i + 1, r;
         if (c >= k)
             break;
-        if (c + 1 < k && h[c + 1].seq < h[c].seq)
-            c++;
+        /* the smaller child without a branch (which one it is, is what a
+         * merge of interleaved lists cannot predict) */
+        r = c + 1 < k ? c + 1 : c;
+        c = h[r].seq < h[c].seq ? r : c;
         if (h[c].seq >= x.seq)
             break;
         h[i] = h[c];
@@ -439,11 +470,31 @@ static inline fdn_rec *fdn_walk_next(fdn_walk *w, size_t *src)
     fdn_rec *rec, *next;
     if (w->k == 0)
         return NULL;
-    rec = w->heap[0].rec;
     *src = w->heap[0].src;
+    if (w->vec) {
+        fdn_rec **pos = w->heap[0].at.pos;
+        rec = *pos;
+        do
+            next = *++pos;
+        while (next == NULL);
+        if (next != &fdn_order_end) {
+            w->heap[0].at.pos = pos;
+            w->heap[0].seq = next->seq;
+#if defined(__GNUC__) || defined(__clang__)
+            /* as below: the record after it, read k steps from now */
+            if (pos[1] != NULL)
+                __builtin_prefetch(pos[1]);
+#endif
+        } else {
+            w->heap[0] = w->heap[--w->k];
+        }
+        fdn_heap_down(w->heap, w->k, 0);
+        return rec;
+    }
+    rec = w->heap[0].at.rec;
     next = rec->ns_next;
     if (next != NULL) {
-        w->heap[0].rec = next;
+        w->heap[0].at.rec = next;
         w->heap[0].seq = next->seq;
         /* Each list's next record is read about k steps before it is
          * visited, and that read would miss every time (it lies k records

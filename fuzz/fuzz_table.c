@@ -24,7 +24,8 @@
  * order, loose members in their own list), used counts, load <= 2/3, and the
  * traced references: exactly the pointers the model says each entry and
  * list asked to trace, each entry's in one contiguous run where its record
- * says, holes counted right.
+ * says, holes counted right; and the order vector: every name once, in
+ * insertion order, at the index its record holds.
  *
  * Keys are opaque pointers compared by identity in the core, so they are
  * small integers cast to pointers (never dereferenced): kind << 40 | id << 1
@@ -520,6 +521,7 @@ static size_t check_groups(const fdn_shard *s, size_t si)
                       FDN_REC_OWNER(rec) == (m->owner ? m->owner_ptr : NULL),
                   "grp: member owner");
             CHECK(FDN_REC_TMASK(rec) == m->tmask, "grp: member tmask");
+            CHECK(rec->ord == FDN_NONE, "grp: a member in the order vector");
             CHECK((FDN_REC_LOOSE(rec) != 0) == (v >= N_HASHED), "grp: loose flag");
             if (FDN_REC_LOOSE(rec)) {
                 CHECK(rec->slot == FDN_NONE, "grp: loose member with a mem slot");
@@ -676,6 +678,38 @@ static void check_refs(const fdn_shard *s, size_t si)
     CHECK(expected == live, "refs: %zu live pointers, the model traces %zu", live, expected);
 }
 
+/* The order vector: every name of the shard once, at its record's `ord`,
+ * in insertion order; holes counted, none trailing; the end marker after
+ * the last; its capacity neither exceeded nor far beyond need once it was
+ * compacted. */
+static void check_order(const fdn_shard *s)
+{
+    const fdn_order *o = &s->order;
+    size_t i, live = 0, holes = 0;
+    uint64_t last = 0;
+    CHECK(o->v != NULL && o->n < o->cap, "order: n %zu cap %zu", o->n, o->cap);
+    CHECK(o->v[o->n] == &fdn_order_end, "order: no end marker after %zu", o->n);
+    CHECK(o->n == 0 || o->v[o->n - 1] != NULL, "order: trailing hole kept");
+    for (i = 0; i < o->n; i++) {
+        const fdn_rec *rec = o->v[i];
+        if (rec == NULL) {
+            holes++;
+            continue;
+        }
+        live++;
+        CHECK(rec != &fdn_order_end, "order: end marker at %zu of %zu", i, o->n);
+        CHECK(rec->ord == i, "order: record at %zu says %u", i, rec->ord);
+        CHECK(!FDN_REC_MEMBER(rec), "order: a member");
+        CHECK(rec->slot <= s->main.mask && s->main.recs[rec->slot] == rec,
+              "order: a record not at its main slot");
+        CHECK(FDN_REC_SEQ(rec) > last, "order: not in insertion order");
+        last = FDN_REC_SEQ(rec);
+    }
+    CHECK(holes == o->holes, "order: %zu holes, counter %zu", holes, o->holes);
+    CHECK(live == s->main.used, "order: %zu names, main %zu", live, s->main.used);
+    CHECK(holes < 64 || holes * 2 < o->n, "order: %zu holes of %zu not compacted", holes, o->n);
+}
+
 static void check_shard(size_t si)
 {
     fdn_shard *s = &shards[si];
@@ -732,6 +766,7 @@ static void check_shard(size_t si)
     owned += check_groups(s, si);
     CHECK(check_index(s, si, &s->own, 1) == owned, "own lists != owned records");
     check_refs(s, si);
+    check_order(s);
 }
 
 /* Every model entry found by a probe with either alias (O(n * run): done
@@ -770,6 +805,8 @@ typedef struct snap {
     uint64_t version, sum;
     size_t live, members;
     void **refs_v;
+    fdn_rec **order_v;
+    size_t order_cap;
 } snap;
 
 static uint64_t fnv(uint64_t h, const void *p, size_t n)
@@ -830,11 +867,16 @@ static void take_snap(size_t si, snap *out)
     h = fnv(h, &s->refs.holes, sizeof(s->refs.holes));
     if (s->refs.n)
         h = fnv(h, s->refs.v, s->refs.n * sizeof(void *));
+    h = fnv(h, &s->order.n, sizeof(s->order.n));
+    h = fnv(h, &s->order.holes, sizeof(s->order.holes));
+    h = fnv(h, s->order.v, (s->order.n + 1) * sizeof(fdn_rec *));
     out->version = s->version;
     out->sum = h;
     out->live = live_allocs;
     out->members = s->members;
     out->refs_v = s->refs.v;
+    out->order_v = s->order.v;
+    out->order_cap = s->order.cap;
 }
 
 static const char *const table_names[N_TABLES] = {"main", "ns", "own", "grp", "mem"};
@@ -863,6 +905,8 @@ static void check_unchanged(size_t si, const snap *before, const char *what)
     }
     CHECK(now.version == before->version, "%s failed but the shard version moved", what);
     CHECK(now.sum == before->sum, "%s failed but slots/records/lists changed", what);
+    CHECK(now.order_v == before->order_v && now.order_cap == before->order_cap,
+          "%s failed but the order vector was reallocated", what);
 }
 
 /* After a failed fdn_shard_insert_t / fdn_shard_join / member update: the
@@ -1381,8 +1425,9 @@ static void op_leave(reader *r)
     disarm();
 }
 
-/* The binding's merged walks (fdn_walk_*): every name of every shard, then
- * every member, each in insertion order across shards and lists. */
+/* The binding's merged walks (fdn_walk_*): every name of every shard (over
+ * the namespace lists, or over the order vectors), or every member, each in
+ * insertion order across shards and lists. */
 static void op_walk(reader *r)
 {
     fdn_walk w;
@@ -1390,19 +1435,24 @@ static void op_walk(reader *r)
     size_t si, src, lists = 0, seen = 0, want = 0;
     uint64_t last = 0;
     unsigned a, b, v;
-    int which = byte(r) & 1, was_armed;
+    unsigned sel = byte(r);
+    int which = sel & 1, vec = !which && (sel & 2), was_armed;
     arm(r);
     was_armed = armed();
     for (si = 0; si < nshards; si++)
-        lists += which ? shards[si].grp.used : shards[si].ns.used;
+        lists += vec ? 1 : which ? shards[si].grp.used : shards[si].ns.used;
     if (fdn_walk_init(&w, lists) < 0) {
         CHECK(was_armed && lists > 16, "walk init failed with no failure armed");
         disarm();
         return;
     }
     disarm();
-    for (si = 0; si < nshards; si++)
-        fdn_walk_add_index(&w, which ? &shards[si].grp : &shards[si].ns, si);
+    for (si = 0; si < nshards; si++) {
+        if (vec)
+            fdn_walk_add_order(&w, &shards[si].order, si);
+        else
+            fdn_walk_add_index(&w, which ? &shards[si].grp : &shards[si].ns, si);
+    }
     fdn_walk_start(&w);
     while ((rec = fdn_walk_next(&w, &src)) != NULL) {
         CHECK(src < nshards && seen++ < 4096, "walk: source / length");
@@ -1429,7 +1479,7 @@ static void op_walk(reader *r)
                 want += model[a][b].live;
     }
     TRACE("op %zu: walk of %s: %zu records over %zu lists\n", cur_op,
-          which ? "members" : "names", seen, lists);
+          which ? "members" : vec ? "names (order vectors)" : "names", seen, lists);
     CHECK(seen == want, "walk: %zu records, model %zu", seen, want);
 }
 

@@ -108,6 +108,8 @@ def member(gns: int, g: int, v: int, alias: int = 0) -> bytes:
 
 
 def walk(members: int, fail: int | None = None) -> bytes:
+    """0: names over the namespace lists, 1: members, 2: names over the
+    shards' order vectors."""
     return bytes([0xC6, members, arm(fail)])
 
 
@@ -316,11 +318,32 @@ def walks() -> bytes:
     and grow between them."""
     ops = [insert(n % 12, n, owner=n % 3) for n in range(40)]
     ops += [join(n % 4, n % 4, n % 16) for n in range(30)]
-    ops += [walk(0), walk(1)]
+    ops += [walk(0), walk(1), walk(2)]
     ops += [delete(n % 12, n) for n in range(0, 40, 3)]
     ops += [leave(n % 4, n % 4, n % 16) for n in range(0, 30, 2)]
-    ops += [walk(0), walk(1), remove_owner(1), walk(0)]
+    ops += [walk(0), walk(1), remove_owner(1), walk(0), walk(2)]
     return header(4, GOOD) + b"".join(ops)
+
+
+def order_vectors() -> bytes:
+    """One shard's order vector grown past 400 names, compacted and shrunk
+    by removals, and walked in between. The shard's creation fails at its
+    eighth allocation (the order vector, after the five tables' seven
+    arrays); where the vector grows, inserts fail at each of their first
+    allocations in turn before one succeeds."""
+    keys = [(n // 48, n % 48) for n in range(420)]
+    grows = {k + d for k in (8, 16, 32, 64, 128, 256) for d in (-2, -1, 0)}
+    ops = []
+    for i, (a, b) in enumerate(keys):
+        if i in grows:
+            ops += [insert(a, b, owner=i % 9, fail=k) for k in range(6)]
+        ops.append(insert(a, b, owner=i % 9))
+    ops += [walk(2), walk(0)]
+    ops += [delete(a, b) for i, (a, b) in enumerate(keys) if i % 6]
+    ops += [walk(2), remove_owner(3), walk(2)]
+    ops += [insert(a, b) for a, b in keys[::4]]
+    ops += [walk(2)]
+    return bytes([0, GOOD, IDX_GOOD, arm(7)]) + b"".join(ops)
 
 
 def refs_compaction() -> bytes:
@@ -353,6 +376,7 @@ CORPUS = {
     "groups_alloc_failures": groups_alloc_failures,
     "refs_compaction": refs_compaction,
     "walks": walks,
+    "order_vectors": order_vectors,
 }
 
 

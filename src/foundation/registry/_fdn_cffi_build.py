@@ -84,6 +84,8 @@ typedef struct fdn_rec {
     uint32_t refs;
     uint64_t seq;
     void *reg;
+    uint32_t ord;
+    uint32_t spare;
     void *owner;
     struct fdn_rec *own_prev;
     struct fdn_rec *own_next;
@@ -92,6 +94,13 @@ typedef struct fdn_rec {
     struct fdn_rec *loose_prev;
     struct fdn_rec *loose_next;
 } fdn_rec;
+
+typedef struct fdn_order {
+    struct fdn_rec **v;
+    size_t n;
+    size_t cap;
+    size_t holes;
+} fdn_order;
 
 typedef struct fdn_shard {
     fdn_table main;
@@ -102,8 +111,11 @@ typedef struct fdn_shard {
     uint64_t misses;
     uint64_t writes;
     uint64_t conflicts;
+    fdn_order order;
     ...;
 } fdn_shard;
+
+extern fdn_rec fdn_order_end;
 
 typedef struct fdn_removed {
     void *ns;

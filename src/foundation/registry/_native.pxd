@@ -37,6 +37,7 @@ cdef extern from "fdn_table.h" nogil:
         uint32_t refs
         uint64_t seq
         void *reg
+        uint32_t ord
         void *owner
         fdn_rec *own_prev
         fdn_rec *own_next
@@ -58,6 +59,12 @@ cdef extern from "fdn_table.h" nogil:
         size_t cap
         size_t holes
 
+    ctypedef struct fdn_order:
+        fdn_rec **v
+        size_t n
+        size_t cap
+        size_t holes
+
     ctypedef struct fdn_shard:
         fdn_table main
         fdn_table ns
@@ -71,6 +78,7 @@ cdef extern from "fdn_table.h" nogil:
         fdn_table mem
         fdn_refs refs
         size_t members
+        fdn_order order
 
     ctypedef struct fdn_removed:
         void *ns
@@ -144,6 +152,7 @@ cdef extern from "fdn_table.h" nogil:
     int fdn_walk_init(fdn_walk *w, size_t lists) noexcept
     void fdn_walk_add(fdn_walk *w, fdn_rec *first, size_t src) noexcept
     void fdn_walk_add_index(fdn_walk *w, const fdn_table *index, size_t src) noexcept
+    void fdn_walk_add_order(fdn_walk *w, fdn_order *order, size_t src) noexcept
     void fdn_walk_start(fdn_walk *w) noexcept
     fdn_rec *fdn_walk_next(fdn_walk *w, size_t *src) noexcept
     void fdn_walk_free(fdn_walk *w) noexcept

@@ -790,13 +790,11 @@ cdef class NativeBackend:
             stamp = self._stamp(k0)
             count[0] = 0
             if all_ns:
-                for k in range(k0, k1):
-                    count[0] += self._sh[k].ns.used
-                _walk_init(w, count[0])
-                count[0] = 0
+                # every name of a shard, in its order vector
+                _walk_init(w, k1 - k0)
                 for k in range(k0, k1):
                     s = &self._sh[k]
-                    fdn_walk_add_index(w, &s.ns, k)
+                    fdn_walk_add_order(w, &s.order, k)
                     count[0] += s.main.used
             else:
                 _walk_init(w, k1 - k0)
@@ -2142,8 +2140,8 @@ cdef class NativeBackend:
 
     def _shard_info(self):
         """Test hook: per shard, (capacity, used) of each table, the traced
-        references (used slots, holes) and the shard version. Not part of
-        the API."""
+        references (used slots, holes), the order vector (used slots, holes,
+        capacity) and the shard version. Not part of the API."""
         cdef size_t k
         cdef fdn_shard *s
         out = []
@@ -2157,6 +2155,7 @@ cdef class NativeBackend:
                 "mem": (s.mem.mask + 1, s.mem.used),
                 "members": s.members,
                 "refs": (s.refs.n, s.refs.holes),
+                "order": (s.order.n, s.order.holes, s.order.cap),
                 "version": s.version,
             })
         return out
