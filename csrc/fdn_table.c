@@ -393,6 +393,22 @@ static void refs_maybe_compact(fdn_shard *s)
 
 fdn_rec fdn_order_end;
 
+static int order_reserve(fdn_order *o);
+
+int fdn_order_init(fdn_order *o)
+{
+    memset(o, 0, sizeof(*o));
+    return order_reserve(o);
+}
+
+void fdn_order_free(fdn_order *o)
+{
+    assert(o->n == 0);
+    if (o->v != NULL)
+        fdn_alloc.free(o->v);
+    memset(o, 0, sizeof(*o));
+}
+
 /* Room for one more name (and the end marker after it). 0 / -1. */
 static int order_reserve(fdn_order *o)
 {
@@ -489,7 +505,8 @@ int fdn_shard_init(fdn_shard *s)
     }
     /* the order vector from the start, so that a failed insert leaves the
      * shard's allocations as they were */
-    if (order_reserve(&s->order) < 0) {
+    s->order = &s->order_own;
+    if (order_reserve(s->order) < 0) {
         for (i = 0; i < 5; i++)
             fdn_table_free(ts[i]);
         return -1;
@@ -518,10 +535,28 @@ static void free_lists(fdn_table *t, int recs_too)
     }
 }
 
+void fdn_shard_attach(fdn_shard *s, uint32_t tag, fdn_order *shared)
+{
+    assert(s->main.used == 0);
+    s->tag = tag;
+    if (shared != NULL && shared != s->order) {
+        if (s->order == &s->order_own)
+            fdn_order_free(&s->order_own);
+        s->order = shared;
+    }
+}
+
 void fdn_shard_free(fdn_shard *s)
 {
     size_t i;
     if (s->main.slots != NULL && s->main.recs != NULL) {
+        /* a shared vector outlives the shard: take its names out first */
+        if (s->order != NULL && s->order != &s->order_own) {
+            for (i = 0; i <= s->main.mask; i++) {
+                if (s->main.recs[i] != NULL)
+                    order_drop(s->order, s->main.recs[i]);
+            }
+        }
         for (i = 0; i <= s->main.mask; i++) {
             if (s->main.recs[i] != NULL)
                 fdn_alloc.free(s->main.recs[i]);
@@ -538,9 +573,10 @@ void fdn_shard_free(fdn_shard *s)
     if (s->refs.v != NULL)
         fdn_alloc.free(s->refs.v);
     memset(&s->refs, 0, sizeof(s->refs));
-    if (s->order.v != NULL)
-        fdn_alloc.free(s->order.v);
-    memset(&s->order, 0, sizeof(s->order));
+    if (s->order_own.v != NULL)
+        fdn_alloc.free(s->order_own.v);
+    memset(&s->order_own, 0, sizeof(s->order_own));
+    s->order = NULL;
     s->members = 0;
 }
 
@@ -668,7 +704,7 @@ int fdn_shard_insert_t(fdn_shard *s, uint64_t h, void *ns, void *name,
         return -1;
     if (refs_reserve(&s->refs, popcount8(tmask) + (lt_ns != 0) + (lt_own != 0)) < 0)
         return -1;
-    if (order_reserve(&s->order) < 0)
+    if (order_reserve(s->order) < 0)
         return -1;
     rec = (fdn_rec *)fdn_alloc.malloc(owner != NULL ? FDN_REC_OWNED_SIZE
                                                     : FDN_REC_UNOWNED_SIZE);
@@ -716,7 +752,8 @@ int fdn_shard_insert_t(fdn_shard *s, uint64_t h, void *ns, void *name,
     }
     fdn_table_insert_new(&s->main, h, ns, name, value, rec);
     rec_refs_put(s, rec); /* after the slot: the name's ns/name/value live there */
-    order_append(&s->order, rec);
+    rec->shard = s->tag;
+    order_append(s->order, rec);
     s->version++;
     return 0;
 }
@@ -746,7 +783,7 @@ void fdn_shard_remove_at(fdn_shard *s, size_t i, fdn_removed *out)
     out->reg = rec->reg;
 
     refs_drop(&s->refs, rec->refs, popcount8(FDN_REC_TMASK(rec)));
-    order_drop(&s->order, rec);
+    order_drop(s->order, rec);
     out->ns_key = unlink_ns(s, &s->ns, rec);
     if (FDN_REC_OWNED(rec)) {
         out->owner = rec->owner;
@@ -869,6 +906,7 @@ int fdn_shard_join(fdn_shard *s, uint64_t gh, void *ns, void *group,
     rec->meta = meta;
     rec->reg = NULL;
     rec->ord = FDN_NONE;
+    rec->shard = s->tag;
     rec->value = value;
     rec->seq = (seq << FDN_SEQ_SHIFT) | FDN_F_MEMBER | (loose ? FDN_F_LOOSE : 0u) |
                (owner != NULL ? FDN_F_OWNED : 0u) | tmask;
@@ -1068,7 +1106,7 @@ void fdn_walk_add_index(fdn_walk *w, const fdn_table *index, size_t src)
     }
 }
 
-void fdn_walk_add_order(fdn_walk *w, fdn_order *order, size_t src)
+void fdn_walk_add_order(fdn_walk *w, fdn_order *order)
 {
     fdn_rec **pos;
     assert(w->vec || w->k == 0);
@@ -1082,7 +1120,7 @@ void fdn_walk_add_order(fdn_walk *w, fdn_order *order, size_t src)
     assert(w->k < w->cap);
     w->heap[w->k].at.pos = pos;
     w->heap[w->k].seq = (*pos)->seq;
-    w->heap[w->k].src = src;
+    w->heap[w->k].src = 0; /* each record says its shard */
     w->k++;
 }
 

@@ -12,7 +12,8 @@
  *   mem    (hash(group, value), group list, value)   + a parallel fdn_rec* per slot
  *                                            (the members whose value has a hash)
  *   refs   the pointers the binding asked to trace, in insertion order
- *   order  the shard's names (their records), in insertion order
+ *   order  the shard's names (their records), in insertion order, in a
+ *          vector of its own or one shared with other shards
  *
  * A slot is {uint64 hash; void *a; void *b; void *value}: 32 bytes, two per
  * cache line, so a lookup hit touches one slot line and compares the stored
@@ -39,7 +40,9 @@
  * visits records in the order they were allocated, which is what caches and
  * prefetchers reward, where following each namespace's list jumps between
  * namespaces. It has holes and compaction like refs, and always ends with
- * &fdn_order_end, so a walk needs no bound.
+ * &fdn_order_end, so a walk needs no bound. Shards serialised by one lock
+ * (a binding under a GIL) can share one vector (fdn_shard_attach): a read of
+ * every name is then one sequential pass, with no merge across shards.
  *
  * Linear probing, at most 2/3 full, backward-shift deletion (no tombstones),
  * shrink below 1/8. Every allocation failure is reported as -1 with the
@@ -137,7 +140,7 @@ typedef struct fdn_rec {
      * changes the entry. */
     void *reg;
     uint32_t ord;   /* names: index in the shard's order vector; members: FDN_NONE */
-    uint32_t spare; /* (the record is allocated in 16-byte steps anyway) */
+    uint32_t shard; /* names: the shard's tag (fdn_shard_attach), for shared vectors */
     /* owned names, every member */
     void *owner;    /* NULL for an unowned member */
     struct fdn_rec *own_prev;
@@ -215,7 +218,9 @@ typedef struct fdn_shard {
     fdn_table mem;
     fdn_refs refs;
     size_t members; /* memberships in this shard */
-    fdn_order order;
+    fdn_order *order;    /* &order_own, or a vector shared with other shards */
+    fdn_order order_own;
+    uint32_t tag;        /* stored in its names' records (rec->shard) */
 } fdn_shard;
 
 /* What a removal hands back so the binding can drop references after the
@@ -317,7 +322,17 @@ int fdn_table_resize(fdn_table *t, size_t capacity);
 
 /* ------------------------------------------------------------ shards */
 
+/* A shard with its own order vector and tag 0. 0 / -1 (nothing to free). */
 int fdn_shard_init(fdn_shard *s);
+/* An empty order vector to share (fdn_shard_attach). 0 / -1. */
+int fdn_order_init(fdn_order *o);
+/* Free a vector made by fdn_order_init, once every shard using it is freed. */
+void fdn_order_free(fdn_order *o);
+/* Tag an empty shard (its records carry the tag, so a walk of a shared
+ * vector says which shard each record is in) and, if `shared` is not NULL,
+ * file its names in `shared` instead of its own vector (freed then). Every
+ * shard sharing a vector must be serialised by one lock. */
+void fdn_shard_attach(fdn_shard *s, uint32_t tag, fdn_order *shared);
 /* Free every C allocation of the shard: tables, records, lists, refs. The
  * caller has already dropped the object references (fdn_shard_free_python
  * in the binding walks them first). */
@@ -438,9 +453,10 @@ int fdn_walk_init(fdn_walk *w, size_t lists);
 void fdn_walk_add(fdn_walk *w, fdn_rec *first, size_t src);
 /* Add every list of an index table (w needs room for index->used more). */
 void fdn_walk_add_index(fdn_walk *w, const fdn_table *index, size_t src);
-/* Add a shard's order vector: every name of the shard (room reserved). A
- * walk adds either lists or order vectors, never both. */
-void fdn_walk_add_order(fdn_walk *w, fdn_order *order, size_t src);
+/* Add an order vector: every name of the shards that file their names in
+ * it (room reserved). A walk adds either lists or order vectors, never
+ * both; fdn_walk_next then gives each record's shard tag as its source. */
+void fdn_walk_add_order(fdn_walk *w, fdn_order *order);
 /* Start walking (after the adds). */
 void fdn_walk_start(fdn_walk *w);
 void fdn_walk_free(fdn_walk *w);
@@ -470,10 +486,10 @@ static inline fdn_rec *fdn_walk_next(fdn_walk *w, size_t *src)
     fdn_rec *rec, *next;
     if (w->k == 0)
         return NULL;
-    *src = w->heap[0].src;
     if (w->vec) {
         fdn_rec **pos = w->heap[0].at.pos;
         rec = *pos;
+        *src = rec->shard;
         do
             next = *++pos;
         while (next == NULL);
@@ -488,9 +504,11 @@ static inline fdn_rec *fdn_walk_next(fdn_walk *w, size_t *src)
         } else {
             w->heap[0] = w->heap[--w->k];
         }
-        fdn_heap_down(w->heap, w->k, 0);
+        if (w->k > 1)
+            fdn_heap_down(w->heap, w->k, 0);
         return rec;
     }
+    *src = w->heap[0].src;
     rec = w->heap[0].at.rec;
     next = rec->ns_next;
     if (next != NULL) {

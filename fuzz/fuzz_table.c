@@ -2,9 +2,10 @@
  * fuzz_table.c: a libFuzzer harness for the C core of the native registry
  * (csrc/fdn_table.c alone: no Python).
  *
- * The input is decoded into a header (shard count, hash modes, an
- * allocation failure for the shards' creation) and then a sequence of
- * operations, each an opcode byte and argument bytes:
+ * The input is decoded into a header (shard count, whether the shards
+ * share one order vector, hash modes, an allocation failure for the
+ * shards' creation) and then a sequence of operations, each an opcode byte
+ * and argument bytes:
  *
  *   names:  insert / re-insert (metadata replace), lookup, delete, owner
  *           removal (names and memberships), metadata replace
@@ -256,6 +257,10 @@ typedef struct member {
 
 static fdn_shard shards[MAX_SHARDS];
 static size_t nshards;
+/* header bit: every shard files its names in this one vector, as the
+ * binding's shards do under a GIL (fdn_shard_attach) */
+static int sharing;
+static fdn_order shared_order;
 static entry model[N_NS][N_NAMES];
 static member mmodel[N_GNS][N_GROUPS][N_VALUES];
 /* the key each shard's ns / owner list was created with (NULL: no list),
@@ -678,15 +683,19 @@ static void check_refs(const fdn_shard *s, size_t si)
     CHECK(expected == live, "refs: %zu live pointers, the model traces %zu", live, expected);
 }
 
-/* The order vector: every name of the shard once, at its record's `ord`,
- * in insertion order; holes counted, none trailing; the end marker after
- * the last; its capacity neither exceeded nor far beyond need once it was
- * compacted. */
-static void check_order(const fdn_shard *s)
+/* An order vector: every name of the shards [s0, s1) that file their names
+ * in it once, at its record's `ord`, in insertion order, in the main table
+ * of the shard its tag names; holes counted, none trailing; the end marker
+ * after the last; compacted once holes are half of it. */
+static void check_order(const fdn_order *o, size_t s0, size_t s1)
 {
-    const fdn_order *o = &s->order;
-    size_t i, live = 0, holes = 0;
+    size_t i, si, live = 0, holes = 0, used = 0;
     uint64_t last = 0;
+    for (si = s0; si < s1; si++) {
+        CHECK(shards[si].order == o, "order: shard %zu files its names elsewhere", si);
+        CHECK(shards[si].tag == si, "order: shard %zu tagged %u", si, shards[si].tag);
+        used += shards[si].main.used;
+    }
     CHECK(o->v != NULL && o->n < o->cap, "order: n %zu cap %zu", o->n, o->cap);
     CHECK(o->v[o->n] == &fdn_order_end, "order: no end marker after %zu", o->n);
     CHECK(o->n == 0 || o->v[o->n - 1] != NULL, "order: trailing hole kept");
@@ -700,14 +709,30 @@ static void check_order(const fdn_shard *s)
         CHECK(rec != &fdn_order_end, "order: end marker at %zu of %zu", i, o->n);
         CHECK(rec->ord == i, "order: record at %zu says %u", i, rec->ord);
         CHECK(!FDN_REC_MEMBER(rec), "order: a member");
-        CHECK(rec->slot <= s->main.mask && s->main.recs[rec->slot] == rec,
-              "order: a record not at its main slot");
+        CHECK(rec->shard >= s0 && rec->shard < s1, "order: record of shard %u", rec->shard);
+        CHECK(rec->slot <= shards[rec->shard].main.mask &&
+                  shards[rec->shard].main.recs[rec->slot] == rec,
+              "order: a record not at its main slot in the shard of its tag");
         CHECK(FDN_REC_SEQ(rec) > last, "order: not in insertion order");
         last = FDN_REC_SEQ(rec);
     }
     CHECK(holes == o->holes, "order: %zu holes, counter %zu", holes, o->holes);
-    CHECK(live == s->main.used, "order: %zu names, main %zu", live, s->main.used);
+    CHECK(live == used, "order: %zu names, main tables %zu", live, used);
     CHECK(holes < 64 || holes * 2 < o->n, "order: %zu holes of %zu not compacted", holes, o->n);
+}
+
+/* Every order vector: the shared one, or each shard's own. */
+static void check_orders(void)
+{
+    size_t si;
+    if (sharing) {
+        check_order(&shared_order, 0, nshards);
+        return;
+    }
+    for (si = 0; si < nshards; si++) {
+        CHECK(shards[si].order == &shards[si].order_own, "order: shard %zu shares", si);
+        check_order(shards[si].order, si, si + 1);
+    }
 }
 
 static void check_shard(size_t si)
@@ -766,7 +791,6 @@ static void check_shard(size_t si)
     owned += check_groups(s, si);
     CHECK(check_index(s, si, &s->own, 1) == owned, "own lists != owned records");
     check_refs(s, si);
-    check_order(s);
 }
 
 /* Every model entry found by a probe with either alias (O(n * run): done
@@ -867,16 +891,16 @@ static void take_snap(size_t si, snap *out)
     h = fnv(h, &s->refs.holes, sizeof(s->refs.holes));
     if (s->refs.n)
         h = fnv(h, s->refs.v, s->refs.n * sizeof(void *));
-    h = fnv(h, &s->order.n, sizeof(s->order.n));
-    h = fnv(h, &s->order.holes, sizeof(s->order.holes));
-    h = fnv(h, s->order.v, (s->order.n + 1) * sizeof(fdn_rec *));
+    h = fnv(h, &s->order->n, sizeof(s->order->n));
+    h = fnv(h, &s->order->holes, sizeof(s->order->holes));
+    h = fnv(h, s->order->v, (s->order->n + 1) * sizeof(fdn_rec *));
     out->version = s->version;
     out->sum = h;
     out->live = live_allocs;
     out->members = s->members;
     out->refs_v = s->refs.v;
-    out->order_v = s->order.v;
-    out->order_cap = s->order.cap;
+    out->order_v = s->order->v;
+    out->order_cap = s->order->cap;
 }
 
 static const char *const table_names[N_TABLES] = {"main", "ns", "own", "grp", "mem"};
@@ -1440,7 +1464,7 @@ static void op_walk(reader *r)
     arm(r);
     was_armed = armed();
     for (si = 0; si < nshards; si++)
-        lists += vec ? 1 : which ? shards[si].grp.used : shards[si].ns.used;
+        lists += vec ? (sharing ? si == 0 : 1) : which ? shards[si].grp.used : shards[si].ns.used;
     if (fdn_walk_init(&w, lists) < 0) {
         CHECK(was_armed && lists > 16, "walk init failed with no failure armed");
         disarm();
@@ -1448,9 +1472,10 @@ static void op_walk(reader *r)
     }
     disarm();
     for (si = 0; si < nshards; si++) {
-        if (vec)
-            fdn_walk_add_order(&w, &shards[si].order, si);
-        else
+        if (vec) {
+            if (!sharing || si == 0)
+                fdn_walk_add_order(&w, shards[si].order);
+        } else
             fdn_walk_add_index(&w, which ? &shards[si].grp : &shards[si].ns, si);
     }
     fdn_walk_start(&w);
@@ -1670,6 +1695,7 @@ static void init_shard(size_t si, reader *r)
         CHECK(fdn_shard_init(&shards[si]) == 0, "fdn_shard_init failed with no failure");
     }
     disarm();
+    fdn_shard_attach(&shards[si], (uint32_t)si, sharing ? &shared_order : NULL);
 }
 
 static void op_clear_shard(reader *r)
@@ -1745,17 +1771,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cur_op = 0;
     live0 = live_allocs;
 
-    nshards = 1 + byte(&r) % MAX_SHARDS;
+    b = byte(&r);
+    nshards = 1 + b % MAX_SHARDS;
+    sharing = (b & 4) != 0;
+    if (sharing)
+        CHECK(fdn_order_init(&shared_order) == 0, "fdn_order_init failed with no failure");
     main_mode = byte(&r);
     b = byte(&r);
     ns_mode = b & 0xF;
     own_mode = b >> 4;
-    TRACE("input: %zu shards, hash modes main %u ns %u own %u\n", nshards, main_mode % 5,
-          ns_mode % 3, own_mode % 3);
+    TRACE("input: %zu shards%s, hash modes main %u ns %u own %u\n", nshards,
+          sharing ? " sharing one order vector" : "", main_mode % 5, ns_mode % 3, own_mode % 3);
     for (si = 0; si < nshards; si++)
         init_shard(si, &r);
     for (si = 0; si < nshards; si++)
         check_shard(si);
+    check_orders();
 
     while (r.n > 0 && cur_op < MAX_OPS) {
         unsigned op = byte(&r);
@@ -1817,12 +1848,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(fail_countdown == -1, "failure left armed");
         for (si = 0; si < nshards; si++)
             check_shard(si);
+        check_orders();
         if (cur_op % 32 == 0)
             check_lookups();
     }
     check_lookups();
     for (si = 0; si < nshards; si++)
         fdn_shard_free(&shards[si]);
+    if (sharing) {
+        CHECK(shared_order.n == 0 && shared_order.holes == 0,
+              "the shared order vector kept %zu slots after every shard was freed",
+              shared_order.n);
+        fdn_order_free(&shared_order);
+    }
     CHECK(live_allocs == live0, "%zu allocations leaked after fdn_shard_free",
           live_allocs - live0);
     return 0;

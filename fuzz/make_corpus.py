@@ -7,8 +7,9 @@ fuzz_table.c (it overwrites the files it knows, nothing else):
     python3 fuzz/make_corpus.py
 
 Encoding (fuzz_table.c, LLVMFuzzerTestOneInput): a header
-``[shards - 1, main hash mode, ns mode | own mode << 4]`` and one arm byte per
-shard (its fdn_shard_init may fail), then operations. An *arm* byte
+``[shards - 1 | share << 2, main hash mode, ns mode | own mode << 4]`` (share:
+every shard files its names in one order vector, as under a GIL) and one arm
+byte per shard (its fdn_shard_init may fail), then operations. An *arm* byte
 ``0x80 | k`` makes the k-th allocation of that operation fail (0: the first);
 ``0`` arms nothing. Key bits: bit 0 picks the namespace alias, bit 1 the
 name alias; for inserts bit 2 the owner alias and bits 3-7 (mod 9) the
@@ -45,8 +46,11 @@ GRP_T, MEM_T = 0x40, 0x41
 MEM_GOOD, MEM_SAME, MEM_TWO = 0, 5, 10
 
 
-def header(shards: int, main: int, ns: int = IDX_GOOD, own: int = IDX_GOOD) -> bytes:
-    return bytes([shards - 1, main, ns | own << 4]) + bytes(shards)
+def header(
+    shards: int, main: int, ns: int = IDX_GOOD, own: int = IDX_GOOD, *, share: bool = False
+) -> bytes:
+    """share: the shards file their names in one order vector."""
+    return bytes([(shards - 1) | (4 if share else 0), main, ns | own << 4]) + bytes(shards)
 
 
 def arm(k: int | None) -> int:
@@ -346,6 +350,28 @@ def order_vectors() -> bytes:
     return bytes([0, GOOD, IDX_GOOD, arm(7)]) + b"".join(ops)
 
 
+def shared_order() -> bytes:
+    """Three shards filing their names in one order vector: inserts (some
+    failing where the vector grows), removals that compact it, owner
+    removal across shards, walks, and a shard freed (its names leave the
+    shared vector) and created again (its first allocation failing)."""
+    keys = [(n // 48, n % 48) for n in range(300)]
+    grows = {k + d for k in (8, 16, 32, 64, 128, 256) for d in (-1, 0)}
+    ops = []
+    for i, (a, b) in enumerate(keys):
+        if i in grows:
+            ops += [insert(a, b, owner=i % 9, fail=k) for k in range(6)]
+        ops.append(insert(a, b, owner=i % 9))
+    ops += [join(n % 4, n % 4, n % 16, owner=n % 9) for n in range(20)]
+    ops += [walk(2), walk(0), walk(1)]
+    ops += [delete(a, b) for i, (a, b) in enumerate(keys) if i % 5 == 1 or i % 5 == 3]
+    ops += [walk(2), remove_owner(2), walk(2), clear_shard(1, init_fail=0), walk(2)]
+    ops += [insert(a, b) for a, b in keys[::3]]
+    ops += [walk(2), clear_shard(0), clear_shard(2), walk(2)]
+    ops += [insert(a, b) for a, b in keys[:40]]
+    return header(3, GOOD, share=True) + b"".join(ops)
+
+
 def refs_compaction() -> bytes:
     """Enough traced entries, then removals, that the refs vector is
     compacted (64 holes and half of it); metadata replaces that change what
@@ -377,6 +403,7 @@ CORPUS = {
     "refs_compaction": refs_compaction,
     "walks": walks,
     "order_vectors": order_vectors,
+    "shared_order": shared_order,
 }
 
 

@@ -85,7 +85,7 @@ typedef struct fdn_rec {
     uint64_t seq;
     void *reg;
     uint32_t ord;
-    uint32_t spare;
+    uint32_t shard;
     void *owner;
     struct fdn_rec *own_prev;
     struct fdn_rec *own_next;
@@ -111,7 +111,7 @@ typedef struct fdn_shard {
     uint64_t misses;
     uint64_t writes;
     uint64_t conflicts;
-    fdn_order order;
+    fdn_order *order;
     ...;
 } fdn_shard;
 

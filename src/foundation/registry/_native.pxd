@@ -38,6 +38,7 @@ cdef extern from "fdn_table.h" nogil:
         uint64_t seq
         void *reg
         uint32_t ord
+        uint32_t shard
         void *owner
         fdn_rec *own_prev
         fdn_rec *own_next
@@ -78,7 +79,9 @@ cdef extern from "fdn_table.h" nogil:
         fdn_table mem
         fdn_refs refs
         size_t members
-        fdn_order order
+        fdn_order *order
+        fdn_order order_own
+        uint32_t tag
 
     ctypedef struct fdn_removed:
         void *ns
@@ -124,6 +127,9 @@ cdef extern from "fdn_table.h" nogil:
 
     int fdn_table_reserve(fdn_table *t, size_t extra) noexcept
     int fdn_shard_init(fdn_shard *s) noexcept
+    int fdn_order_init(fdn_order *o) noexcept
+    void fdn_order_free(fdn_order *o) noexcept
+    void fdn_shard_attach(fdn_shard *s, uint32_t tag, fdn_order *shared) noexcept
     void fdn_shard_free(fdn_shard *s) noexcept
     int fdn_shard_insert_t(fdn_shard *s, uint64_t h, void *ns, void *name,
                            void *value, void *meta, uint64_t ns_hash, fdn_list *nsl,
@@ -152,7 +158,7 @@ cdef extern from "fdn_table.h" nogil:
     int fdn_walk_init(fdn_walk *w, size_t lists) noexcept
     void fdn_walk_add(fdn_walk *w, fdn_rec *first, size_t src) noexcept
     void fdn_walk_add_index(fdn_walk *w, const fdn_table *index, size_t src) noexcept
-    void fdn_walk_add_order(fdn_walk *w, fdn_order *order, size_t src) noexcept
+    void fdn_walk_add_order(fdn_walk *w, fdn_order *order) noexcept
     void fdn_walk_start(fdn_walk *w) noexcept
     fdn_rec *fdn_walk_next(fdn_walk *w, size_t *src) noexcept
     void fdn_walk_free(fdn_walk *w) noexcept

@@ -417,12 +417,44 @@ cdef inline void _take_member(_buf *b, fdn_rec *rec) noexcept:
     b.n += 1
 
 
+cdef fdn_shard *_new_shards(size_t n) except NULL:
+    """``n`` empty shards, each tagged with its index. Under the GIL, which
+    serialises every shard, they share one order vector (kept after them, in
+    the same block): a read of every name is one pass over it, where
+    separate vectors need a merge across shards. Free with _free_shards."""
+    cdef size_t k, i
+    cdef fdn_order *shared = NULL
+    cdef fdn_shard *sh
+    if n >= <size_t>FDN_NONE:
+        raise MemoryError()
+    sh = <fdn_shard *>PyMem_Calloc(1, n * sizeof(fdn_shard) + sizeof(fdn_order))
+    if sh == NULL:
+        raise MemoryError()
+    if not FDN_FREETHREADED:
+        shared = <fdn_order *>&sh[n]
+        if fdn_order_init(shared) < 0:
+            PyMem_Free(sh)
+            raise MemoryError()
+    for k in range(n):
+        if fdn_shard_init(&sh[k]) < 0:
+            for i in range(k):
+                fdn_shard_free(&sh[i])
+            if shared != NULL:
+                fdn_order_free(shared)
+            PyMem_Free(sh)
+            raise MemoryError()
+        fdn_shard_attach(&sh[k], <uint32_t>k, shared)
+    return sh
+
+
 cdef void _free_shards(fdn_shard *sh, size_t n) noexcept:
     """Drop every reference the (detached) shards hold, then free their C memory."""
     cdef size_t k
     for k in range(n):
         fdn_shard_release(&sh[k])
         fdn_shard_free(&sh[k])
+    if not FDN_FREETHREADED:
+        fdn_order_free(<fdn_order *>&sh[n])
     PyMem_Free(sh)
 
 
@@ -509,14 +541,12 @@ cdef class NativeBackend:
         self._listeners = Listeners()
         self._lock_objs = tuple([_ShardLock() for _ in range(n)])
         self._locks = <PyObject **>PyMem_Calloc(n, sizeof(PyObject *))
-        self._sh = <fdn_shard *>PyMem_Calloc(n, sizeof(fdn_shard))
-        if self._locks == NULL or self._sh == NULL:
+        if self._locks == NULL:
             raise MemoryError()
         for i in range(n):
             self._locks[i] = <PyObject *>self._lock_objs[i]
-            if fdn_shard_init(&self._sh[i]) < 0:
-                raise MemoryError()
-            self._n = i + 1
+        self._sh = _new_shards(n)
+        self._n = n
         self.partitions = n
 
     def __dealloc__(self):
@@ -533,18 +563,10 @@ cdef class NativeBackend:
         """tp_clear: drop every entry (the GC found the backend in a cycle)."""
         cdef fdn_shard *fresh
         cdef fdn_shard *old = self._sh
-        cdef size_t k, i, n = self._n
+        cdef size_t n = self._n
         if old == NULL:
             return 0
-        fresh = <fdn_shard *>PyMem_Calloc(n, sizeof(fdn_shard))
-        if fresh == NULL:
-            raise MemoryError()
-        for k in range(n):
-            if fdn_shard_init(&fresh[k]) < 0:
-                for i in range(k):
-                    fdn_shard_free(&fresh[i])
-                PyMem_Free(fresh)
-                raise MemoryError()
+        fresh = _new_shards(n)
         self._sh = fresh  # consistent (empty) before any DECREF runs code
         self._mutated()
         self._ns_cache = None
@@ -790,11 +812,13 @@ cdef class NativeBackend:
             stamp = self._stamp(k0)
             count[0] = 0
             if all_ns:
-                # every name of a shard, in its order vector
+                # every name, in the shards' order vector(s): one shared by
+                # all under the GIL, each its own otherwise
                 _walk_init(w, k1 - k0)
                 for k in range(k0, k1):
                     s = &self._sh[k]
-                    fdn_walk_add_order(w, &s.order, k)
+                    if k == k0 or s.order != self._sh[k - 1].order:
+                        fdn_walk_add_order(w, s.order)
                     count[0] += s.main.used
             else:
                 _walk_init(w, k1 - k0)
@@ -2141,7 +2165,8 @@ cdef class NativeBackend:
     def _shard_info(self):
         """Test hook: per shard, (capacity, used) of each table, the traced
         references (used slots, holes), the order vector (used slots, holes,
-        capacity) and the shard version. Not part of the API."""
+        capacity; whether shards share it) and the shard version. Not part of
+        the API."""
         cdef size_t k
         cdef fdn_shard *s
         out = []
@@ -2156,6 +2181,7 @@ cdef class NativeBackend:
                 "members": s.members,
                 "refs": (s.refs.n, s.refs.holes),
                 "order": (s.order.n, s.order.holes, s.order.cap),
+                "order_shared": s.order != &s.order_own,
                 "version": s.version,
             })
         return out
