@@ -168,14 +168,21 @@ static PyObject *fdn_call_general(PyObject *fn, PyObject *self,
     return r;
 }
 
-/* A METH_FASTCALL|METH_KEYWORDS method descriptor of `type` for fn,
- * documented by doc (a str, kept alive forever, as the definition is). CPython
- * specialises calls of it (3.11: PRECALL_METHOD_DESCRIPTOR_FAST_WITH_KEYWORDS)
- * only on instances of exactly `type`. A new reference, or NULL. */
-static PyObject *fdn_new_fastcall(PyTypeObject *type, const char *name,
-                                  fdn_fastcall fn, PyObject *doc)
+/* The method definitions made below: they must outlive every descriptor
+ * made from them (a type, even one freed at exit, may be in use until
+ * then), so they are never freed, and stay reachable from this chain. */
+typedef struct fdn_kept_def {
+    PyMethodDef def;
+    struct fdn_kept_def *next;
+} fdn_kept_def;
+
+static fdn_kept_def *fdn_kept_defs = NULL;
+
+/* A METH_FASTCALL|METH_KEYWORDS definition for fn, documented by doc (a
+ * str, kept alive forever, as the definition is), or NULL. */
+static PyMethodDef *fdn_fastcall_def(const char *name, fdn_fastcall fn, PyObject *doc)
 {
-    PyMethodDef *def;
+    fdn_kept_def *kept;
     const char *text = NULL;
 
     if (doc != Py_None) {
@@ -183,43 +190,41 @@ static PyObject *fdn_new_fastcall(PyTypeObject *type, const char *name,
         if (text == NULL)
             return NULL;
     }
-    def = (PyMethodDef *)PyMem_Calloc(1, sizeof(PyMethodDef)); /* lives forever */
-    if (def == NULL)
-        return PyErr_NoMemory();
+    kept = (fdn_kept_def *)PyMem_RawCalloc(1, sizeof(fdn_kept_def));
+    if (kept == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
     Py_INCREF(doc);
-    def->ml_name = name;
-    def->ml_meth = (PyCFunction)(void (*)(void))fn;
-    def->ml_flags = METH_FASTCALL | METH_KEYWORDS;
-    def->ml_doc = text;
+    kept->def.ml_name = name;
+    kept->def.ml_meth = (PyCFunction)(void (*)(void))fn;
+    kept->def.ml_flags = METH_FASTCALL | METH_KEYWORDS;
+    kept->def.ml_doc = text;
+    kept->next = fdn_kept_defs;
+    fdn_kept_defs = kept;
+    return &kept->def;
+}
+
+/* A METH_FASTCALL|METH_KEYWORDS method descriptor of `type` for fn,
+ * documented by doc. CPython specialises calls of it (3.11:
+ * PRECALL_METHOD_DESCRIPTOR_FAST_WITH_KEYWORDS) only on instances of
+ * exactly `type`. A new reference, or NULL. */
+static PyObject *fdn_new_fastcall(PyTypeObject *type, const char *name,
+                                  fdn_fastcall fn, PyObject *doc)
+{
+    PyMethodDef *def = fdn_fastcall_def(name, fn, doc);
+    if (def == NULL)
+        return NULL;
     return PyDescr_NewMethod(type, def);
 }
 
 /* Replace type.<name> by a METH_FASTCALL|METH_KEYWORDS descriptor for fn,
- * documented by doc (a str, kept alive forever like the type). 0 / -1. */
+ * documented by doc. 0 / -1. */
 static int fdn_install_fastcall(PyTypeObject *type, const char *name,
                                 fdn_fastcall fn, PyObject *doc)
 {
-    PyMethodDef *def;
-    PyObject *descr;
-    const char *text = NULL;
+    PyObject *descr = fdn_new_fastcall(type, name, fn, doc);
     int r;
-
-    if (doc != Py_None) {
-        text = PyUnicode_AsUTF8(doc);
-        if (text == NULL)
-            return -1;
-    }
-    def = (PyMethodDef *)PyMem_Calloc(1, sizeof(PyMethodDef)); /* lives forever */
-    if (def == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    Py_INCREF(doc);
-    def->ml_name = name;
-    def->ml_meth = (PyCFunction)(void (*)(void))fn;
-    def->ml_flags = METH_FASTCALL | METH_KEYWORDS;
-    def->ml_doc = text;
-    descr = PyDescr_NewMethod(type, def);
     if (descr == NULL)
         return -1;
     r = PyDict_SetItemString(type->tp_dict, name, descr);
