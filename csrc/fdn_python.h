@@ -85,14 +85,51 @@ static inline Py_hash_t fdn_hash(PyObject *o)
     return PyObject_Hash(o);
 }
 
+#if !FDN_FREETHREADED && !defined(Py_LIMITED_API)
+/* An exact str's hash, computed (and cached) if it was not: hashing an
+ * exact str runs no Python code and cannot fail. */
+static inline Py_hash_t fdn_str_hash(PyObject *o)
+{
+    Py_hash_t h = ((PyASCIIObject *)o)->hash;
+    return h != -1 ? h : PyObject_Hash(o);
+}
+#endif
+
+#ifndef Py_LIMITED_API
+/* Equality of two exact str, in C (what str.__eq__ does, with no call and
+ * no Python code): 1 / 0, or -1 if either is a legacy string that is not
+ * ready (the caller takes the general path). */
+static inline int fdn_str_eq(PyObject *a, PyObject *b)
+{
+    Py_ssize_t len;
+    int kind;
+    if (a == b)
+        return 1;
+#if PY_VERSION_HEX < 0x030C0000
+    if (!PyUnicode_IS_READY(a) || !PyUnicode_IS_READY(b))
+        return -1;
+#endif
+    len = PyUnicode_GET_LENGTH(a);
+    kind = PyUnicode_KIND(a);
+    if (len != PyUnicode_GET_LENGTH(b) || kind != (int)PyUnicode_KIND(b))
+        return 0;
+    return memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), (size_t)len * (size_t)kind) == 0;
+}
+#endif
+
 /*
- * The read fast path of lookup()/get(): both key parts exact str with their
- * hash cached (a long-lived service name's always is). Reports
+ * The read fast path of lookup()/get(): both key parts exact str (the
+ * common case: service names). Their hashes are read (or computed: no
+ * Python code runs for an exact str), and a stored key that is equal but not
+ * identical (a name read from a message, say) is compared in C as long as
+ * its parts are exact str too. Reports
  *   FDN_HIT   *value = the stored value (borrowed), hit counted;
  *   FDN_MISS  no equal key can be stored (the probe met an empty slot before
  *             any slot with the same hash), miss counted if count_miss;
- *   FDN_CANDIDATE  anything else: the caller takes the general path, which
- *             hashes any object and calls __eq__.
+ *   FDN_CANDIDATE  anything else (a key part that is not an exact str, a
+ *             stored key of another type with the same hash): the caller
+ *             takes the general path, which hashes any object and calls
+ *             __eq__.
  * No Python code runs and nothing can fail, so under the GIL it needs no
  * lock; on free-threaded builds it always defers to the general path, whose
  * probe runs in the shard's critical section.
@@ -112,14 +149,31 @@ static inline int fdn_get_str(fdn_shard *sh, size_t n, PyObject *ns,
 
     if (!PyUnicode_CheckExact(ns) || !PyUnicode_CheckExact(name))
         return FDN_CANDIDATE;
-    h1 = ((PyASCIIObject *)ns)->hash;
-    h2 = ((PyASCIIObject *)name)->hash;
-    if (h1 == -1 || h2 == -1)
-        return FDN_CANDIDATE;
+    h1 = fdn_str_hash(ns);
+    h2 = fdn_str_hash(name);
     h = fdn_mix2((uint64_t)h1, (uint64_t)h2);
     s = &sh[fdn_shard_of(h, n)];
     pos = (size_t)h & s->main.mask;
     r = fdn_probe(&s->main, h, ns, name, &pos);
+    while (r == FDN_CANDIDATE) {
+        /* the same hash, other objects: equal str, or not */
+        const fdn_slot *e = &s->main.slots[pos];
+        PyObject *a = (PyObject *)e->a, *b = (PyObject *)e->b;
+        int eq;
+        if (!PyUnicode_CheckExact(a) || !PyUnicode_CheckExact(b))
+            return FDN_CANDIDATE;
+        eq = fdn_str_eq(a, ns);
+        if (eq > 0)
+            eq = fdn_str_eq(b, name);
+        if (eq < 0)
+            return FDN_CANDIDATE;
+        if (eq) {
+            r = FDN_HIT;
+            break;
+        }
+        pos = (pos + 1) & s->main.mask;
+        r = fdn_probe(&s->main, h, ns, name, &pos);
+    }
     if (r == FDN_HIT) {
         s->hits++;
         *value = (PyObject *)s->main.slots[pos].value;
@@ -245,6 +299,13 @@ static inline int fdn_eq(PyObject *stored, PyObject *key)
     int r;
     if (stored == key)
         return 1;
+#ifndef Py_LIMITED_API
+    if (PyUnicode_CheckExact(stored) && PyUnicode_CheckExact(key)) {
+        r = fdn_str_eq(stored, key);
+        if (r >= 0)
+            return r;
+    }
+#endif
     Py_INCREF(stored);
     r = PyObject_RichCompareBool(stored, key, Py_EQ);
     Py_DECREF(stored);

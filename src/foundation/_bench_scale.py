@@ -745,6 +745,13 @@ TARGETS: tuple[tuple[str, str, str, str, float], ...] = (
         1.0,
     ),
     (
+        "lookup_small_equal",
+        "same, names equal to the stored, not the same objects",
+        "ns/op",
+        "native/nested",
+        1.0,
+    ),
+    (
         "lookup_large_nested",
         "registry.lookup(ns, name) at N / d[ns][name]",
         "ns/op",
@@ -1013,6 +1020,19 @@ def _scan_rows(n: int, cfg: _Config, backends: list[str]) -> list[dict[str, Any]
     return rows
 
 
+def _equal_names(pairs: list[Pair]) -> list[Pair]:
+    """The pairs with each name rebuilt: an equal str, another object, its
+    hash computed (the namespace stays the same object, as a constant)."""
+    out = []
+    for a, b in pairs:
+        c = b[:1] + b[1:]
+        if c != b or c is b:
+            raise RuntimeError(f"could not rebuild the name {b!r} as another object")
+        hash(c)
+        out.append((a, c))
+    return out
+
+
 def _lookup_rows(
     small_n: int, large: Any, large_pairs: list[Pair], cfg: _Config
 ) -> list[dict[str, Any]]:
@@ -1040,6 +1060,10 @@ def _lookup_rows(
         sample = cfg.rnd.sample(pairs, min(n, cfg.lookup_keys))
         number = max(1, math.ceil(min(cfg.lookup_keys, 300_000) / len(sample)))
         raw: dict[str, list[float]] = {"native": [], "nested": [], "dict": []}
+        # names equal to the stored ones but other objects (as a name read
+        # from a message is), hashed like them
+        equal = _equal_names(sample) if tag == "small" else []
+        raw_eq: dict[str, list[float]] = {"native": [], "nested": []}
         for r in range(cfg.rounds):
             cfg.rnd.shuffle(sample)
             ks = _fresh_tuples(sample)
@@ -1052,10 +1076,22 @@ def _lookup_rows(
                 else:
                     t = _time_ns("tuple", ks, number, f=flat.get)
                 raw[impl].append(t - loop)
+            if equal:
+                cfg.rnd.shuffle(equal)
+                for impl in _rotate(list(raw_eq), r):
+                    body, d = ("attr", reg) if impl == "native" else ("nested", nested)
+                    raw_eq[impl].append(_time_ns(body, equal, number, d=d) - loop)
         med = {i: _median_of(x) for i, x in raw.items()}
         rows.append(
             _ratio_row(f"lookup_{tag}_nested", med, _paired(raw, "native", "nested"), {"n": n})
         )
+        if equal:
+            med_eq = {i: _median_of(x) for i, x in raw_eq.items()}
+            rows.append(
+                _ratio_row(
+                    "lookup_small_equal", med_eq, _paired(raw_eq, "native", "nested"), {"n": n}
+                )
+            )
         if tag == "large":
             rows.append(
                 _ratio_row("lookup_large_dict", med, _paired(raw, "native", "dict"), {"n": n})
