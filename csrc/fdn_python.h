@@ -587,16 +587,21 @@ static inline unsigned fdn_name_tmask(PyObject *ns, PyObject *name, PyObject *va
 
 /*
  * The backend's tp_traverse over its shards: exactly the traced pointers,
- * one dense vector per shard in insertion order (objects registered one
- * after another sit together in memory, where the table's slots, in hash
- * order, would send each visit to a new cache line).
+ * in a dense vector in insertion order (objects registered one after
+ * another sit together in memory, where the table's slots, in hash order,
+ * would send each visit to a new cache line): one shared by every shard
+ * under the GIL, each shard's own otherwise. (The order matters beyond
+ * this walk: the collector moves the objects it reaches to the end of its
+ * list in the order it reaches them, and every later pass walks that list.)
  */
 static inline int fdn_traverse_shards(fdn_shard *sh, size_t n, visitproc visit,
                                       void *arg)
 {
     size_t k, i;
     for (k = 0; sh != NULL && k < n; k++) {
-        fdn_refs *r = &sh[k].refs;
+        fdn_refs *r = sh[k].refs;
+        if (k > 0 && r == sh[k - 1].refs)
+            continue; /* shared: walked once */
         for (i = 0; i < r->n; i++) {
             if (r->v[i] != NULL)
                 Py_VISIT((PyObject *)r->v[i]);

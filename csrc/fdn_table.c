@@ -315,14 +315,14 @@ static void rec_refs_put(fdn_shard *s, fdn_rec *rec)
 {
     void *p[5];
     unsigned n = rec_traced(s, rec, p);
-    rec->refs = n ? refs_append(&s->refs, p, n) : FDN_NONE;
+    rec->refs = n ? refs_append(s->refs, p, n) : FDN_NONE;
 }
 
 static void list_refs_put(fdn_shard *s, fdn_list *l)
 {
     void *p[2];
     unsigned n = list_traced(l, p);
-    l->refs = n ? refs_append(&s->refs, p, n) : FDN_NONE;
+    l->refs = n ? refs_append(s->refs, p, n) : FDN_NONE;
 }
 
 /* Punch n holes from `at`; trailing holes shrink the vector. */
@@ -343,6 +343,8 @@ static void refs_drop(fdn_refs *r, uint32_t at, unsigned n)
 static void rebase_lists(fdn_table *t, const uint32_t *pre, int recs_too)
 {
     size_t i;
+    if (t->slots == NULL)
+        return; /* a freed shard among those sharing the vector */
     for (i = 0; i <= t->mask; i++) {
         fdn_list *l;
         fdn_rec *rec;
@@ -363,9 +365,9 @@ static void rebase_lists(fdn_table *t, const uint32_t *pre, int recs_too)
  * Needs a temporary index map; if that cannot be had the holes stay. */
 static void refs_maybe_compact(fdn_shard *s)
 {
-    fdn_refs *r = &s->refs;
+    fdn_refs *r = s->refs;
     uint32_t *pre;
-    size_t i, j;
+    size_t i, j, k;
     if (r->holes < 64 || r->holes * 2 < r->n)
         return;
     pre = (uint32_t *)fdn_alloc.malloc(r->n * sizeof(uint32_t));
@@ -376,11 +378,15 @@ static void refs_maybe_compact(fdn_shard *s)
         if (r->v[i] != NULL)
             j++;
     }
-    /* every holder: names (through their namespace lists), members
-     * (through their group lists), and the lists themselves */
-    rebase_lists(&s->ns, pre, 1);
-    rebase_lists(&s->grp, pre, 1);
-    rebase_lists(&s->own, pre, 0);
+    /* every holder, in every shard filing its references here: names
+     * (through their namespace lists), members (through their group lists),
+     * and the lists themselves */
+    for (k = 0; k < r->nshards; k++) {
+        fdn_shard *h = &r->shards[k];
+        rebase_lists(&h->ns, pre, 1);
+        rebase_lists(&h->grp, pre, 1);
+        rebase_lists(&h->own, pre, 0);
+    }
     fdn_alloc.free(pre);
     for (i = 0, j = 0; i < r->n; i++)
         if (r->v[i] != NULL)
@@ -403,7 +409,6 @@ int fdn_order_init(fdn_order *o)
 
 void fdn_order_free(fdn_order *o)
 {
-    assert(o->n == 0);
     if (o->v != NULL)
         fdn_alloc.free(o->v);
     memset(o, 0, sizeof(*o));
@@ -503,6 +508,9 @@ int fdn_shard_init(fdn_shard *s)
             return -1;
         }
     }
+    s->refs = &s->refs_own;
+    s->refs_own.shards = s;
+    s->refs_own.nshards = 1;
     /* the order vector from the start, so that a failed insert leaves the
      * shard's allocations as they were */
     s->order = &s->order_own;
@@ -535,20 +543,80 @@ static void free_lists(fdn_table *t, int recs_too)
     }
 }
 
-void fdn_shard_attach(fdn_shard *s, uint32_t tag, fdn_order *shared)
+int fdn_refs_init(fdn_refs *r, fdn_shard *shards, size_t nshards)
 {
-    assert(s->main.used == 0);
+    memset(r, 0, sizeof(*r));
+    r->shards = shards;
+    r->nshards = nshards;
+    return 0;
+}
+
+void fdn_refs_free(fdn_refs *r)
+{
+    if (r->v != NULL)
+        fdn_alloc.free(r->v);
+    r->v = NULL;
+    r->n = r->cap = r->holes = 0;
+}
+
+void fdn_shard_attach(fdn_shard *s, uint32_t tag, fdn_order *order, fdn_refs *refs)
+{
+    assert(s->main.used == 0 && s->members == 0);
     s->tag = tag;
-    if (shared != NULL && shared != s->order) {
+    if (order != NULL && order != s->order) {
         if (s->order == &s->order_own)
             fdn_order_free(&s->order_own);
-        s->order = shared;
+        s->order = order;
+    }
+    if (refs != NULL && refs != s->refs) {
+        assert(s->refs_own.n == 0);
+        if (s->refs == &s->refs_own)
+            fdn_refs_free(&s->refs_own);
+        s->refs = refs;
+    }
+}
+
+void fdn_shard_detach(fdn_shard *s)
+{
+    s->order = &s->order_own;
+    s->refs = &s->refs_own;
+}
+
+/* A shard going away takes its traced references out of a vector it
+ * shares (a compaction meanwhile rebases through its lists, still intact). */
+static void drop_shared_refs(fdn_shard *s)
+{
+    fdn_table *ts[3];
+    size_t i, k;
+    ts[0] = &s->ns;
+    ts[1] = &s->own;
+    ts[2] = &s->grp;
+    for (i = 0; s->main.slots != NULL && i <= s->main.mask; i++) {
+        fdn_rec *rec = s->main.recs[i];
+        if (rec != NULL)
+            refs_drop(s->refs, rec->refs, popcount8(FDN_REC_TMASK(rec)));
+    }
+    for (k = 0; k < 3; k++) {
+        fdn_table *t = ts[k];
+        for (i = 0; t->slots != NULL && i <= t->mask; i++) {
+            fdn_list *l = (fdn_list *)t->slots[i].value;
+            fdn_rec *rec;
+            if (t->slots[i].a == NULL)
+                continue;
+            refs_drop(s->refs, l->refs, popcount8(l->tmask));
+            if (k == 2) {
+                for (rec = l->first; rec != NULL; rec = rec->ns_next)
+                    refs_drop(s->refs, rec->refs, popcount8(FDN_REC_TMASK(rec)));
+            }
+        }
     }
 }
 
 void fdn_shard_free(fdn_shard *s)
 {
     size_t i;
+    if (s->refs != NULL && s->refs != &s->refs_own)
+        drop_shared_refs(s);
     if (s->main.slots != NULL && s->main.recs != NULL) {
         /* a shared vector outlives the shard: take its names out first */
         if (s->order != NULL && s->order != &s->order_own) {
@@ -570,9 +638,8 @@ void fdn_shard_free(fdn_shard *s)
     fdn_table_free(&s->own);
     fdn_table_free(&s->grp);
     fdn_table_free(&s->mem);
-    if (s->refs.v != NULL)
-        fdn_alloc.free(s->refs.v);
-    memset(&s->refs, 0, sizeof(s->refs));
+    fdn_refs_free(&s->refs_own);
+    s->refs = NULL;
     if (s->order_own.v != NULL)
         fdn_alloc.free(s->order_own.v);
     memset(&s->order_own, 0, sizeof(s->order_own));
@@ -621,7 +688,7 @@ static void *drop_list(fdn_shard *s, fdn_table *t, fdn_list *l)
 {
     void *key = l->key;
     size_t i = fdn_table_find_identity(t, l->hash, key, l->key2);
-    refs_drop(&s->refs, l->refs, popcount8(l->tmask));
+    refs_drop(s->refs, l->refs, popcount8(l->tmask));
     fdn_table_delete_at(t, i);
     fdn_alloc.free(l);
     fdn_table_maybe_shrink(t);
@@ -702,7 +769,7 @@ int fdn_shard_insert_t(fdn_shard *s, uint64_t h, void *ns, void *name,
         return -1;
     if (owner != NULL && ownl == NULL && fdn_table_reserve(&s->own, 1) < 0)
         return -1;
-    if (refs_reserve(&s->refs, popcount8(tmask) + (lt_ns != 0) + (lt_own != 0)) < 0)
+    if (refs_reserve(s->refs, popcount8(tmask) + (lt_ns != 0) + (lt_own != 0)) < 0)
         return -1;
     if (order_reserve(s->order) < 0)
         return -1;
@@ -782,7 +849,7 @@ void fdn_shard_remove_at(fdn_shard *s, size_t i, fdn_removed *out)
     out->member = 0;
     out->reg = rec->reg;
 
-    refs_drop(&s->refs, rec->refs, popcount8(FDN_REC_TMASK(rec)));
+    refs_drop(s->refs, rec->refs, popcount8(FDN_REC_TMASK(rec)));
     order_drop(s->order, rec);
     out->ns_key = unlink_ns(s, &s->ns, rec);
     if (FDN_REC_OWNED(rec)) {
@@ -810,14 +877,14 @@ static void rec_refs_rewrite(fdn_shard *s, fdn_rec *rec, unsigned old_mask)
     unsigned n = rec_traced(s, rec, p), old_n = popcount8(old_mask), k;
     if (rec->refs != FDN_NONE && n <= old_n) {
         for (k = 0; k < n; k++)
-            s->refs.v[rec->refs + k] = p[k];
-        refs_drop(&s->refs, rec->refs + n, old_n - n);
+            s->refs->v[rec->refs + k] = p[k];
+        refs_drop(s->refs, rec->refs + n, old_n - n);
         if (n == 0)
             rec->refs = FDN_NONE;
         return;
     }
-    refs_drop(&s->refs, rec->refs, old_n);
-    rec->refs = n ? refs_append(&s->refs, p, n) : FDN_NONE;
+    refs_drop(s->refs, rec->refs, old_n);
+    rec->refs = n ? refs_append(s->refs, p, n) : FDN_NONE;
 }
 
 int fdn_shard_set_meta_t(fdn_shard *s, fdn_rec *rec, void *meta,
@@ -825,13 +892,13 @@ int fdn_shard_set_meta_t(fdn_shard *s, fdn_rec *rec, void *meta,
 {
     unsigned tm = FDN_REC_TMASK(rec);
     unsigned nt = meta_traced ? (tm | FDN_T_META) : (tm & ~FDN_T_META);
-    if (popcount8(nt) > popcount8(tm) && refs_reserve(&s->refs, popcount8(nt)) < 0)
+    if (popcount8(nt) > popcount8(tm) && refs_reserve(s->refs, popcount8(nt)) < 0)
         return -1;
     *old = rec->meta;
     rec->meta = meta;
     if (nt == tm) {
         if (tm & FDN_T_META)
-            s->refs.v[rec->refs + meta_offset(tm)] = meta;
+            s->refs->v[rec->refs + meta_offset(tm)] = meta;
     } else {
         rec->seq = (rec->seq & ~(uint64_t)FDN_T_ALL) | nt;
         rec_refs_rewrite(s, rec, tm);
@@ -874,7 +941,7 @@ int fdn_shard_join(fdn_shard *s, uint64_t gh, void *ns, void *group,
         return -1;
     if (owner != NULL && ownl == NULL && fdn_table_reserve(&s->own, 1) < 0)
         return -1;
-    if (refs_reserve(&s->refs, popcount8(tmask) + popcount8(lt_grp) + (lt_own != 0)) < 0)
+    if (refs_reserve(s->refs, popcount8(tmask) + popcount8(lt_grp) + (lt_own != 0)) < 0)
         return -1;
     rec = (fdn_rec *)fdn_alloc.malloc(sizeof(fdn_rec));
     if (rec == NULL)
@@ -973,7 +1040,7 @@ int fdn_shard_member_update(fdn_shard *s, fdn_rec *rec, void *meta,
     /* room for the group if it grows (else it is rewritten in place), and
      * for the new owner list's key */
     need = (popcount8(tmask) > popcount8(old_mask) ? popcount8(tmask) : 0) + (lt_own != 0);
-    if (need && refs_reserve(&s->refs, need) < 0)
+    if (need && refs_reserve(s->refs, need) < 0)
         return -1;
     if (moves && owner != NULL && ownl == NULL) {
         new_own = (fdn_list *)fdn_alloc.calloc(1, sizeof(fdn_list));
@@ -1030,7 +1097,7 @@ void fdn_shard_leave(fdn_shard *s, fdn_rec *rec, fdn_removed *out)
     out->member = 1;
     out->reg = rec->reg;
 
-    refs_drop(&s->refs, rec->refs, popcount8(FDN_REC_TMASK(rec)));
+    refs_drop(s->refs, rec->refs, popcount8(FDN_REC_TMASK(rec)));
     if (!FDN_REC_LOOSE(rec)) {
         fdn_table_delete_at(&s->mem, rec->slot);
         fdn_table_maybe_shrink(&s->mem);

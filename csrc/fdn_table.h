@@ -34,7 +34,9 @@
  * one dense vector per shard, in insertion order, so a collector's walk is
  * sequential, skips everything else, and costs nothing for a table that
  * holds only such objects. Removal leaves holes (NULL), compacted once they
- * are half the vector.
+ * are half the vector. Shards serialised by one lock can share one refs
+ * vector (fdn_shard_attach), so the walk follows insertion order across
+ * them too.
  *
  * The order vector serves reads of every namespace at once: walking it
  * visits records in the order they were allocated, which is what caches and
@@ -185,12 +187,18 @@ typedef struct fdn_rec {
 #define FDN_REC_SEQ(r) ((r)->seq >> FDN_SEQ_SHIFT)
 #define FDN_REC_TMASK(r) ((unsigned)((r)->seq & FDN_T_ALL))
 
-/* The traced pointers of a shard (see the top of this file). */
+struct fdn_shard;
+
+/* The traced pointers of a shard, or of several (see the top of this file). */
 typedef struct fdn_refs {
     void **v;
     size_t n;     /* used, holes included */
     size_t cap;
     size_t holes; /* NULL entries among the n */
+    /* the shards whose records and lists index it (a compaction rebases
+     * them all): the owning shard, or an array of shards sharing it */
+    struct fdn_shard *shards;
+    size_t nshards;
 } fdn_refs;
 
 /* The names of a shard in insertion order (see the top of this file). */
@@ -216,11 +224,12 @@ typedef struct fdn_shard {
     uint64_t conflicts;
     fdn_table grp;
     fdn_table mem;
-    fdn_refs refs;
-    size_t members; /* memberships in this shard */
+    fdn_refs *refs;      /* &refs_own, or a vector shared with other shards */
+    size_t members;      /* memberships in this shard */
     fdn_order *order;    /* &order_own, or a vector shared with other shards */
     fdn_order order_own;
     uint32_t tag;        /* stored in its names' records (rec->shard) */
+    fdn_refs refs_own;
 } fdn_shard;
 
 /* What a removal hands back so the binding can drop references after the
@@ -326,13 +335,31 @@ int fdn_table_resize(fdn_table *t, size_t capacity);
 int fdn_shard_init(fdn_shard *s);
 /* An empty order vector to share (fdn_shard_attach). 0 / -1. */
 int fdn_order_init(fdn_order *o);
-/* Free a vector made by fdn_order_init, once every shard using it is freed. */
+/* Free a vector made by fdn_order_init, once every shard using it is freed
+ * or detached (the records it points to are not freed). */
 void fdn_order_free(fdn_order *o);
-/* Tag an empty shard (its records carry the tag, so a walk of a shared
- * vector says which shard each record is in) and, if `shared` is not NULL,
- * file its names in `shared` instead of its own vector (freed then). Every
- * shard sharing a vector must be serialised by one lock. */
-void fdn_shard_attach(fdn_shard *s, uint32_t tag, fdn_order *shared);
+/* An empty refs vector to share among the `nshards` shards at `shards`
+ * (fdn_shard_attach). 0. */
+int fdn_refs_init(fdn_refs *r, fdn_shard *shards, size_t nshards);
+/* Free a refs vector's memory (the pointers in it are borrowed), once
+ * every shard using it is freed or detached. */
+void fdn_refs_free(fdn_refs *r);
+/*
+ * Tag an empty shard (its records carry the tag, so a walk of a shared
+ * order vector says which shard each record is in) and, for each of
+ * `order` / `refs` that is not NULL, file its names / traced references
+ * there instead of in its own vector (freed then). Every shard sharing a
+ * vector must be serialised by one lock; a shared refs vector must have
+ * been made for exactly the shards that share it. Sharing both keeps what
+ * is read together in insertion order across shards: a read of every name,
+ * and a collector's walk over what the table refers to (which, shard by
+ * shard, would leave the collector's own list of those objects in that
+ * order, and every later pass over that list striding through memory).
+ */
+void fdn_shard_attach(fdn_shard *s, uint32_t tag, fdn_order *order, fdn_refs *refs);
+/* Make a shard forget shared vectors without taking anything out of them:
+ * only when every shard sharing them is about to be freed. */
+void fdn_shard_detach(fdn_shard *s);
 /* Free every C allocation of the shard: tables, records, lists, refs. The
  * caller has already dropped the object references (fdn_shard_free_python
  * in the binding walks them first). */

@@ -3,9 +3,10 @@
  * (csrc/fdn_table.c alone: no Python).
  *
  * The input is decoded into a header (shard count, whether the shards
- * share one order vector, hash modes, an allocation failure for the
- * shards' creation) and then a sequence of operations, each an opcode byte
- * and argument bytes:
+ * share their order and refs vectors as the binding's do under a GIL, and
+ * whether they are freed detached from them at the end; hash modes, an
+ * allocation failure for the shards' creation) and then a sequence of
+ * operations, each an opcode byte and argument bytes:
  *
  *   names:  insert / re-insert (metadata replace), lookup, delete, owner
  *           removal (names and memberships), metadata replace
@@ -257,10 +258,13 @@ typedef struct member {
 
 static fdn_shard shards[MAX_SHARDS];
 static size_t nshards;
-/* header bit: every shard files its names in this one vector, as the
- * binding's shards do under a GIL (fdn_shard_attach) */
+/* header bit: every shard files its names and traced references in these
+ * shared vectors, as the binding's shards do under a GIL (fdn_shard_attach) */
 static int sharing;
 static fdn_order shared_order;
+static fdn_refs shared_refs;
+static size_t traced[MAX_SHARDS]; /* what each shard traces (check_refs) */
+static int detach_at_end; /* header bit: free shared shards detached */
 static entry model[N_NS][N_NAMES];
 static member mmodel[N_GNS][N_GROUPS][N_VALUES];
 /* the key each shard's ns / owner list was created with (NULL: no list),
@@ -612,17 +616,18 @@ static void check_run(const fdn_refs *r, uint32_t at, void *const *want, unsigne
               k, n, r->v[at + k], want[k]);
 }
 
-/* The traced references: each entry's and list's run exactly its pointers,
- * no other live slot, holes counted. */
-static void check_refs(const fdn_shard *s, size_t si)
+/* A refs vector (a shard's own, or the one the shards share): no trailing
+ * hole, holes counted, and exactly `expected` live pointers (what the
+ * model says its shards' entries and lists trace, each run checked by
+ * check_refs). */
+static void check_refs_vector(const fdn_refs *r, size_t expected, size_t s0, size_t s1)
 {
-    const fdn_refs *r = &s->refs;
-    size_t i, holes = 0, live = 0, expected = 0;
-    unsigned a, b;
-    void *want[5];
-
+    size_t i, holes = 0, live = 0;
     CHECK(r->n <= r->cap && (r->cap == 0) == (r->v == NULL), "refs: n %zu cap %zu", r->n,
           r->cap);
+    CHECK(r->shards == &shards[s0] && r->nshards == s1 - s0,
+          "refs: made for %zu shards at %p, used by [%zu, %zu)", r->nshards,
+          (void *)r->shards, s0, s1);
     for (i = 0; i < r->n; i++) {
         if (r->v[i] == NULL)
             holes++;
@@ -631,6 +636,18 @@ static void check_refs(const fdn_shard *s, size_t si)
     }
     CHECK(holes == r->holes, "refs: %zu holes, counter %zu", holes, r->holes);
     CHECK(r->n == 0 || r->v[r->n - 1] != NULL, "refs: trailing hole kept");
+    CHECK(expected == live, "refs: %zu live pointers, the model traces %zu", live, expected);
+}
+
+/* The traced references of shard si: each entry's and list's run exactly
+ * its pointers. Returns how many the model says it traces. */
+static size_t check_refs(const fdn_shard *s, size_t si)
+{
+    const fdn_refs *r = s->refs;
+    size_t i, expected = 0;
+    unsigned a, b;
+    void *want[5];
+
     for (i = 0; i <= s->main.mask; i++) {
         const fdn_slot *e = &s->main.slots[i];
         const entry *m;
@@ -680,7 +697,7 @@ static void check_refs(const fdn_shard *s, size_t si)
                 expected += n;
             }
         }
-    CHECK(expected == live, "refs: %zu live pointers, the model traces %zu", live, expected);
+    return expected;
 }
 
 /* An order vector: every name of the shards [s0, s1) that file their names
@@ -721,17 +738,25 @@ static void check_order(const fdn_order *o, size_t s0, size_t s1)
     CHECK(holes < 64 || holes * 2 < o->n, "order: %zu holes of %zu not compacted", holes, o->n);
 }
 
-/* Every order vector: the shared one, or each shard's own. */
+/* Every order and refs vector: the shared ones, or each shard's own
+ * (check_shard of every shard first: it counts what each traces). */
 static void check_orders(void)
 {
-    size_t si;
+    size_t si, all = 0;
     if (sharing) {
         check_order(&shared_order, 0, nshards);
+        for (si = 0; si < nshards; si++) {
+            CHECK(shards[si].refs == &shared_refs, "refs: shard %zu files elsewhere", si);
+            all += traced[si];
+        }
+        check_refs_vector(&shared_refs, all, 0, nshards);
         return;
     }
     for (si = 0; si < nshards; si++) {
         CHECK(shards[si].order == &shards[si].order_own, "order: shard %zu shares", si);
+        CHECK(shards[si].refs == &shards[si].refs_own, "refs: shard %zu shares", si);
         check_order(shards[si].order, si, si + 1);
+        check_refs_vector(shards[si].refs, traced[si], si, si + 1);
     }
 }
 
@@ -790,7 +815,7 @@ static void check_shard(size_t si)
     CHECK(check_index(s, si, &s->ns, 0) == s->main.used, "ns lists != main.used");
     owned += check_groups(s, si);
     CHECK(check_index(s, si, &s->own, 1) == owned, "own lists != owned records");
-    check_refs(s, si);
+    traced[si] = check_refs(s, si);
 }
 
 /* Every model entry found by a probe with either alias (O(n * run): done
@@ -887,10 +912,10 @@ static void take_snap(size_t si, snap *out)
             }
         }
     }
-    h = fnv(h, &s->refs.n, sizeof(s->refs.n));
-    h = fnv(h, &s->refs.holes, sizeof(s->refs.holes));
-    if (s->refs.n)
-        h = fnv(h, s->refs.v, s->refs.n * sizeof(void *));
+    h = fnv(h, &s->refs->n, sizeof(s->refs->n));
+    h = fnv(h, &s->refs->holes, sizeof(s->refs->holes));
+    if (s->refs->n)
+        h = fnv(h, s->refs->v, s->refs->n * sizeof(void *));
     h = fnv(h, &s->order->n, sizeof(s->order->n));
     h = fnv(h, &s->order->holes, sizeof(s->order->holes));
     h = fnv(h, s->order->v, (s->order->n + 1) * sizeof(fdn_rec *));
@@ -898,7 +923,7 @@ static void take_snap(size_t si, snap *out)
     out->sum = h;
     out->live = live_allocs;
     out->members = s->members;
-    out->refs_v = s->refs.v;
+    out->refs_v = s->refs->v;
     out->order_v = s->order->v;
     out->order_cap = s->order->cap;
 }
@@ -1695,7 +1720,8 @@ static void init_shard(size_t si, reader *r)
         CHECK(fdn_shard_init(&shards[si]) == 0, "fdn_shard_init failed with no failure");
     }
     disarm();
-    fdn_shard_attach(&shards[si], (uint32_t)si, sharing ? &shared_order : NULL);
+    fdn_shard_attach(&shards[si], (uint32_t)si, sharing ? &shared_order : NULL,
+                     sharing ? &shared_refs : NULL);
 }
 
 static void op_clear_shard(reader *r)
@@ -1774,8 +1800,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     b = byte(&r);
     nshards = 1 + b % MAX_SHARDS;
     sharing = (b & 4) != 0;
-    if (sharing)
+    detach_at_end = (b & 8) != 0;
+    if (sharing) {
         CHECK(fdn_order_init(&shared_order) == 0, "fdn_order_init failed with no failure");
+        CHECK(fdn_refs_init(&shared_refs, shards, nshards) == 0, "fdn_refs_init failed");
+    }
     main_mode = byte(&r);
     b = byte(&r);
     ns_mode = b & 0xF;
@@ -1853,13 +1882,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             check_lookups();
     }
     check_lookups();
-    for (si = 0; si < nshards; si++)
-        fdn_shard_free(&shards[si]);
-    if (sharing) {
+    if (sharing && detach_at_end) {
+        /* as the binding frees a whole table: detached, the shared vectors
+         * freed as they are */
+        for (si = 0; si < nshards; si++) {
+            fdn_shard_detach(&shards[si]);
+            fdn_shard_free(&shards[si]);
+        }
+        fdn_order_free(&shared_order);
+        fdn_refs_free(&shared_refs);
+    } else {
+        /* one by one: each takes its names and references out */
+        for (si = 0; si < nshards; si++)
+            fdn_shard_free(&shards[si]);
+    }
+    if (sharing && !detach_at_end) {
         CHECK(shared_order.n == 0 && shared_order.holes == 0,
               "the shared order vector kept %zu slots after every shard was freed",
               shared_order.n);
         fdn_order_free(&shared_order);
+        CHECK(shared_refs.n == 0 && shared_refs.holes == 0,
+              "the shared refs vector kept %zu slots after every shard was freed",
+              shared_refs.n);
+        fdn_refs_free(&shared_refs);
     }
     CHECK(live_allocs == live0, "%zu allocations leaked after fdn_shard_free",
           live_allocs - live0);

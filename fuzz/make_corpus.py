@@ -7,8 +7,9 @@ fuzz_table.c (it overwrites the files it knows, nothing else):
     python3 fuzz/make_corpus.py
 
 Encoding (fuzz_table.c, LLVMFuzzerTestOneInput): a header
-``[shards - 1 | share << 2, main hash mode, ns mode | own mode << 4]`` (share:
-every shard files its names in one order vector, as under a GIL) and one arm
+``[shards - 1 | share << 2 | detach << 3, main hash mode, ns mode | own mode << 4]`` (share:
+every shard files its names and traced references in shared vectors, as
+under a GIL) and one arm
 byte per shard (its fdn_shard_init may fail), then operations. An *arm* byte
 ``0x80 | k`` makes the k-th allocation of that operation fail (0: the first);
 ``0`` arms nothing. Key bits: bit 0 picks the namespace alias, bit 1 the
@@ -47,10 +48,19 @@ MEM_GOOD, MEM_SAME, MEM_TWO = 0, 5, 10
 
 
 def header(
-    shards: int, main: int, ns: int = IDX_GOOD, own: int = IDX_GOOD, *, share: bool = False
+    shards: int,
+    main: int,
+    ns: int = IDX_GOOD,
+    own: int = IDX_GOOD,
+    *,
+    share: bool = False,
+    detach: bool = False,
 ) -> bytes:
-    """share: the shards file their names in one order vector."""
-    return bytes([(shards - 1) | (4 if share else 0), main, ns | own << 4]) + bytes(shards)
+    """share: the shards file their names and traced references in shared
+    vectors; detach: at the end they are freed detached from them (as the
+    binding frees a table), else one by one."""
+    first = (shards - 1) | (4 if share else 0) | (8 if detach else 0)
+    return bytes([first, main, ns | own << 4]) + bytes(shards)
 
 
 def arm(k: int | None) -> int:
@@ -351,7 +361,8 @@ def order_vectors() -> bytes:
 
 
 def shared_order() -> bytes:
-    """Three shards filing their names in one order vector: inserts (some
+    """Three shards filing their names and traced references in shared
+    vectors: inserts (some
     failing where the vector grows), removals that compact it, owner
     removal across shards, walks, and a shard freed (its names leave the
     shared vector) and created again (its first allocation failing)."""
@@ -370,6 +381,18 @@ def shared_order() -> bytes:
     ops += [walk(2), clear_shard(0), clear_shard(2), walk(2)]
     ops += [insert(a, b) for a, b in keys[:40]]
     return header(3, GOOD, share=True) + b"".join(ops)
+
+
+def shared_detached() -> bytes:
+    """Two shards sharing their vectors, traced references compacted across
+    both (names, members, metadata replaces), then freed as the binding
+    frees a table: detached."""
+    ops = [insert(n // 48, n % 48, owner=n % 9) for n in range(200)]
+    ops += [join(n % 4, n % 4, n % 16, owner=n % 9) for n in range(40)]
+    ops += [set_meta(n // 48, n % 48) for n in range(0, 200, 3)]
+    ops += [delete(n // 48, n % 48) for n in range(200) if n % 4]
+    ops += [walk(2), remove_owner(4), walk(2)]
+    return header(2, GOOD, share=True, detach=True) + b"".join(ops)
 
 
 def refs_compaction() -> bytes:
@@ -404,6 +427,7 @@ CORPUS = {
     "walks": walks,
     "order_vectors": order_vectors,
     "shared_order": shared_order,
+    "shared_detached": shared_detached,
 }
 
 

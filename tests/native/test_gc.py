@@ -12,6 +12,7 @@ it).
 from __future__ import annotations
 
 import gc
+import sys
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -189,3 +190,27 @@ def test_unregister_owner_releases_traced_owner() -> None:
     assert owner in traced(b)
     assert b.unregister_owner(owner) == 40
     assert traced(b) == []
+
+
+def test_the_collector_walks_values_in_registration_order() -> None:
+    """Under a GIL every partition files its traced references in one
+    vector, so the collector reaches the values in the order they were
+    registered, whatever partition each key hashes to. (Reached partition
+    by partition, they would end up in that order in the collector's own
+    list, and every later pass over the list would stride through memory.)
+    On a free-threaded build each partition keeps its own vector."""
+    b = NativeBackend(partitions=8)
+    values = [Service() for _ in range(400)]
+    for i, value in enumerate(values):
+        b.register(f"ns{i % 5}", f"svc-{i}", value)
+    for i in range(0, 400, 3):
+        assert b.unregister(f"ns{i % 5}", f"svc-{i}")
+    kept = [v for i, v in enumerate(values) if i % 3]
+    shown = [x for x in traced(b) if isinstance(x, Service)]
+    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+    if gil:
+        assert shown == kept
+        assert all(s["refs_shared"] for s in b._shard_info())
+    else:
+        assert sorted(map(id, shown)) == sorted(map(id, kept))
+    b.close()

@@ -77,11 +77,12 @@ cdef extern from "fdn_table.h" nogil:
         uint64_t conflicts
         fdn_table grp
         fdn_table mem
-        fdn_refs refs
+        fdn_refs *refs
         size_t members
         fdn_order *order
         fdn_order order_own
         uint32_t tag
+        fdn_refs refs_own
 
     ctypedef struct fdn_removed:
         void *ns
@@ -129,7 +130,11 @@ cdef extern from "fdn_table.h" nogil:
     int fdn_shard_init(fdn_shard *s) noexcept
     int fdn_order_init(fdn_order *o) noexcept
     void fdn_order_free(fdn_order *o) noexcept
-    void fdn_shard_attach(fdn_shard *s, uint32_t tag, fdn_order *shared) noexcept
+    int fdn_refs_init(fdn_refs *r, fdn_shard *shards, size_t nshards) noexcept
+    void fdn_refs_free(fdn_refs *r) noexcept
+    void fdn_shard_attach(fdn_shard *s, uint32_t tag, fdn_order *order,
+                          fdn_refs *refs) noexcept
+    void fdn_shard_detach(fdn_shard *s) noexcept
     void fdn_shard_free(fdn_shard *s) noexcept
     int fdn_shard_insert_t(fdn_shard *s, uint64_t h, void *ns, void *name,
                            void *value, void *meta, uint64_t ns_hash, fdn_list *nsl,

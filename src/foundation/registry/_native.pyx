@@ -417,22 +417,35 @@ cdef inline void _take_member(_buf *b, fdn_rec *rec) noexcept:
     b.n += 1
 
 
+ctypedef struct _shared_vectors:
+    fdn_order order
+    fdn_refs refs
+
+
+cdef inline _shared_vectors *_shared(fdn_shard *sh, size_t n) noexcept:
+    return <_shared_vectors *>&sh[n]
+
+
 cdef fdn_shard *_new_shards(size_t n) except NULL:
     """``n`` empty shards, each tagged with its index. Under the GIL, which
-    serialises every shard, they share one order vector (kept after them, in
-    the same block): a read of every name is one pass over it, where
-    separate vectors need a merge across shards. Free with _free_shards."""
+    serialises every shard, they share one order vector and one vector of
+    traced references (kept after them, in the same block): a read of every
+    name is one pass over it, and the collector reaches what the table
+    holds in the order it was registered (shard by shard, it would reorder
+    its own list of those objects, and every later pass over that list would
+    stride through memory). Free with _free_shards."""
     cdef size_t k, i
-    cdef fdn_order *shared = NULL
+    cdef _shared_vectors *shared = NULL
     cdef fdn_shard *sh
     if n >= <size_t>FDN_NONE:
         raise MemoryError()
-    sh = <fdn_shard *>PyMem_Calloc(1, n * sizeof(fdn_shard) + sizeof(fdn_order))
+    sh = <fdn_shard *>PyMem_Calloc(1, n * sizeof(fdn_shard) + sizeof(_shared_vectors))
     if sh == NULL:
         raise MemoryError()
     if not FDN_FREETHREADED:
-        shared = <fdn_order *>&sh[n]
-        if fdn_order_init(shared) < 0:
+        shared = _shared(sh, n)
+        fdn_refs_init(&shared.refs, sh, n)
+        if fdn_order_init(&shared.order) < 0:
             PyMem_Free(sh)
             raise MemoryError()
     for k in range(n):
@@ -440,21 +453,29 @@ cdef fdn_shard *_new_shards(size_t n) except NULL:
             for i in range(k):
                 fdn_shard_free(&sh[i])
             if shared != NULL:
-                fdn_order_free(shared)
+                fdn_order_free(&shared.order)
             PyMem_Free(sh)
             raise MemoryError()
-        fdn_shard_attach(&sh[k], <uint32_t>k, shared)
+        if shared != NULL:
+            fdn_shard_attach(&sh[k], <uint32_t>k, &shared.order, &shared.refs)
+        else:
+            fdn_shard_attach(&sh[k], <uint32_t>k, NULL, NULL)
     return sh
 
 
 cdef void _free_shards(fdn_shard *sh, size_t n) noexcept:
-    """Drop every reference the (detached) shards hold, then free their C memory."""
+    """Drop every reference the (detached) shards hold, then free their C
+    memory (the shared vectors last, as a whole: nothing is taken out of
+    them one by one)."""
     cdef size_t k
     for k in range(n):
         fdn_shard_release(&sh[k])
+    for k in range(n):
+        fdn_shard_detach(&sh[k])
         fdn_shard_free(&sh[k])
     if not FDN_FREETHREADED:
-        fdn_order_free(<fdn_order *>&sh[n])
+        fdn_order_free(&_shared(sh, n).order)
+        fdn_refs_free(&_shared(sh, n).refs)
     PyMem_Free(sh)
 
 
@@ -2180,6 +2201,7 @@ cdef class NativeBackend:
                 "mem": (s.mem.mask + 1, s.mem.used),
                 "members": s.members,
                 "refs": (s.refs.n, s.refs.holes),
+                "refs_shared": s.refs != &s.refs_own,
                 "order": (s.order.n, s.order.holes, s.order.cap),
                 "order_shared": s.order != &s.order_own,
                 "version": s.version,
@@ -2194,6 +2216,8 @@ cdef class NativeBackend:
         out = []
         for k in range(self._n):
             s = &self._sh[k]
+            if k > 0 and s.refs == self._sh[k - 1].refs:
+                continue  # shared: listed once
             for i in range(s.refs.n):
                 if s.refs.v[i] != NULL:
                     out.append(<object>s.refs.v[i])
