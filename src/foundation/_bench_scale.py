@@ -713,6 +713,13 @@ TARGETS: tuple[tuple[str, str, str, str, float], ...] = (
     ("gc_tracked", "full gc.collect() extra, GC-tracked values", "ms", "native/dict", 1.0),
     ("gc_str_md", "full gc.collect() extra, str values + 2-key metadata", "ms", "native/dict", 1.0),
     (
+        "gc_only_holder",
+        "full gc.collect() extra, tracked values held by it alone",
+        "ms",
+        "native/dict",
+        1.0,
+    ),
+    (
         "alloc_tracked",
         "allocate 300k lists beside the table (tracked values)",
         "ms",
@@ -911,7 +918,31 @@ def _gc_rows(n: int, cfg: _Config, native: bool) -> tuple[list[dict[str, Any]], 
             )
         )
         del values, mds
+    rows.append(_only_holder_row(n, pairs, cfg, impls, native))
     return rows, keep, pairs
+
+
+def _only_holder_row(
+    n: int, pairs: list[Pair], cfg: _Config, impls: list[str], native: bool
+) -> dict[str, Any]:
+    """A full collection's extra time when the table is the only holder of
+    its GC-tracked values, made just before it (as services are, then
+    registered): the collector first meets each value before the table, and
+    moves it back when the table's traverse reaches it, in that order."""
+    extra: dict[str, list[float]] = {i: [] for i in impls}
+    for r in range(cfg.rounds):
+        for impl in _rotate(impls, r):
+            cfg.say(f"targets: values held by the table alone, round {r + 1}: {impl}")
+            base = _gc_ms()
+            table = _build_gc_table(impl, pairs, [_Service(i) for i in range(n)], None)
+            with_table = _gc_ms()
+            _close(table)
+            del table
+            extra[impl].append(with_table - base)
+    med = {i: _median_of(v) for i, v in extra.items()}
+    ratio = med["native"] / med["dict"] if native and med["dict"] > 0 else None
+    spread = {i: [round(x, 1) for x in v] for i, v in extra.items()}
+    return _ratio_row("gc_only_holder", med, ratio, {"per_round": spread, "n": n})
 
 
 def _scan_rows(n: int, cfg: _Config, backends: list[str]) -> list[dict[str, Any]]:
@@ -1119,9 +1150,10 @@ def run_targets(
       without it (its values alive either way; each the fastest of 7), at
       ``gc_n`` entries whose
       values are distinct GC-tracked objects, or distinct str with 2-key
-      metadata (the dict: ``d[(ns, name)] = (value, dict(metadata))``); and
-      the time to allocate (and keep) 300k small lists with the collector
-      on beside it, each sample from a fresh collection;
+      metadata (the dict: ``d[(ns, name)] = (value, dict(metadata))``); the
+      same with the table the only holder of its values (made just before
+      it); and the time to allocate (and keep) 300k small lists with the
+      collector on beside it, each sample from a fresh collection;
     * at ``scan_n`` entries: an unindexed ``select(None, where={"tier": t})``
       (1%) against ``[e for e in d.values() if e[1].get("tier") == t]``;
       ``registrations(ns)`` of a namespace of ``scan_n`` entries, with the
