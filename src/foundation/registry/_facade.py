@@ -29,6 +29,7 @@ import trio
 from .. import errors
 from .._util import reraise_collapsed
 from ..config import backend_from_env
+from . import _compat
 from ._backend import AsyncWrites, Backend
 from ._events import Listeners
 from ._keys import same_value
@@ -306,7 +307,7 @@ class Registry(_ReadFront):
             # may ever hold attributes of those names: one such instance
             # anywhere keeps CPython from specialising the call on all.
             self._bind_reads(b.lookup, b.get)  # type: ignore[attr-defined]
-            reads = _BOUND_READS[2:]
+            reads: tuple[str, ...] = _BOUND_READS[2:]
         else:
             reads = _BOUND_READS
         # The other reads, and the *_nowait writes (an async backend's
