@@ -223,7 +223,7 @@ def registry_clock(backend_name: str) -> trio.testing.MockClock | None:
 
 @pytest.fixture
 def ns() -> tuple[str, str]:
-    """A namespace of this test only (as the seed system's ``{:test, ref}``)."""
+    """A namespace of this test only (Elixir Foundation's ``{:test, ref}``)."""
     return ("test", uuid.uuid4().hex)
 
 

@@ -52,7 +52,7 @@ Reads (never block, take no lock on GIL builds, never call back into trio)
     * ``contains(ns, name) -> bool``.
     * ``names(ns) -> list``: unique names of ``ns`` (not groups), O(entries of ns).
     * ``registrations(ns=None) -> list[Registration]``; ``list_all()`` is
-      ``registrations(None)`` (the seed system's callback name).
+      ``registrations(None)`` (the callback name of Elixir Foundation's backend behaviour).
     * ``count(ns=None) -> int`` unique names only; ``__len__`` is ``count()``.
     * ``select(ns, query) -> list[Registration]``: ``query`` is a compiled
       :class:`foundation.registry._query.Query`; ``ns=None`` means all.

@@ -1042,7 +1042,7 @@ cdef class NativeBackend:
         return out
 
     def list_all(self):
-        """Every registration (the seed system's callback name)."""
+        """Every registration (Elixir Foundation's backend callback name)."""
         return self.registrations(None)
 
     def count(self, ns=None):

@@ -303,7 +303,7 @@ class PythonBackend:
         return list(bucket.values()) if bucket else []
 
     def list_all(self) -> list[Registration]:
-        """Every registration (the seed system's callback name)."""
+        """Every registration (Elixir Foundation's backend callback name)."""
         return self.registrations(None)
 
     def count(self, ns: Hashable | None = None) -> int:
