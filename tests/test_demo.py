@@ -141,6 +141,22 @@ def test_config_says_what_is_wrong(changes: dict[str, Any], fragment: str) -> No
     assert fragment in str(info.value)
 
 
+def test_restarts_by_two_processes_add_up() -> None:
+    """A worker restarted once on each of two processes was restarted twice.
+
+    Each process's supervisor counts from 1; keeping the largest count per
+    child (as a one-process run may) hid the second restart, and a run with
+    two planned crashes of the same worker then looked like a missed one.
+    """
+    obs = Observations(DemoConfig(), ())
+    restart = {"kind": "restart", "at": 1.0, "supervisor": "workers/worker-1", "child": "worker-1"}
+    obs.apply({**restart, "proc": "proc-0", "restarts": 1})
+    obs.apply({**restart, "proc": "proc-0", "restarts": 1})  # the same restart, reported again
+    obs.apply({**restart, "proc": "proc-1", "restarts": 1})
+    obs.apply({**restart, "proc": "proc-1", "restarts": 2})
+    assert obs.restarts == {"worker-1": 3}
+
+
 def test_summary_keeps_the_terms_of_the_shutdown() -> None:
     obs = Observations(DemoConfig(), ())
     obs.apply({"kind": "leader", "at": 0.1, "candidate": "worker-1#1", "term": 1})

@@ -141,6 +141,7 @@ class Observations:
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self.rounds: dict[int, _Round] = {}
         self.restarts: collections.Counter[str] = collections.Counter()
+        self._restart_counts: dict[tuple[str, str, str], int] = {}
         self.crashes: list[dict[str, Any]] = []
         self.faults: list[dict[str, Any]] = []
         self.moves: list[dict[str, Any]] = []
@@ -202,8 +203,15 @@ class Observations:
             )
 
     def _on_restart(self, ev: dict[str, Any]) -> None:
+        # ``restarts`` is the child's count in the supervisor that restarted
+        # it. Under the distributed supervisor a worker that crashes on one
+        # process and later on another is restarted by two supervisors, each
+        # counting from 1: sum the per-process counts, or the second restart
+        # would hide behind the first.
         child = str(ev["child"])
-        self.restarts[child] = max(self.restarts[child], int(ev["restarts"]))
+        where = (child, str(ev.get("proc", "")), str(ev.get("supervisor", "")))
+        self._restart_counts[where] = max(self._restart_counts.get(where, 0), int(ev["restarts"]))
+        self.restarts[child] = sum(n for (c, _, _), n in self._restart_counts.items() if c == child)
 
     def _on_escalate(self, ev: dict[str, Any]) -> None:
         self.escalations.append(ev)
