@@ -44,46 +44,45 @@ _RESULTS = {"==": 0, ">": 1, "<": 2, "!=": 3}
 _VERSION, _CREATE, _MOD, _VALUE, _LEASE = range(5)
 
 
-@final
-class Compare:
-    """One comparison of a txn; made by the ``compare_*`` functions."""
+class _Message:
+    """A txn part: the protobuf message it sends, compared and hashed by value."""
 
     __slots__ = ("pb",)
+    pb: Any
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self.pb == other.pb
+
+    def __hash__(self) -> int:
+        return hash(self.pb.SerializeToString(deterministic=True))
+
+    def __repr__(self) -> str:
+        text = " ".join(str(self.pb).split())
+        return f"{type(self).__name__}({text})"
+
+
+@final
+class Compare(_Message):
+    """One comparison of a txn; made by the ``compare_*`` functions."""
+
+    __slots__ = ()
+    pb: rpc_pb2.Compare
 
     def __init__(self, message: rpc_pb2.Compare) -> None:
         #: The ``etcdserverpb.Compare`` message sent.
         self.pb = message
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Compare) and self.pb == other.pb
-
-    def __hash__(self) -> int:
-        return hash(self.pb.SerializeToString(deterministic=True))
-
-    def __repr__(self) -> str:
-        text = " ".join(str(self.pb).split())
-        return f"Compare({text})"
-
 
 @final
-class Op:
+class Op(_Message):
     """One operation of a txn; made by the ``op_*`` functions."""
 
-    __slots__ = ("pb",)
+    __slots__ = ()
+    pb: rpc_pb2.RequestOp
 
     def __init__(self, message: rpc_pb2.RequestOp) -> None:
         #: The ``etcdserverpb.RequestOp`` message sent.
         self.pb = message
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Op) and self.pb == other.pb
-
-    def __hash__(self) -> int:
-        return hash(self.pb.SerializeToString(deterministic=True))
-
-    def __repr__(self) -> str:
-        text = " ".join(str(self.pb).split())
-        return f"Op({text})"
 
 
 def _compare(key: str | bytes, op: CompareOp, target: int, **field: Any) -> Compare:
