@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from foundation.registry import Registry
+from foundation.registry import NATIVE, Registry
 
 try:
     from foundation.registry._native import NativeBackend
@@ -29,7 +29,10 @@ except ImportError as exc:  # pragma: no cover - depends on the build
         allow_module_level=True,
     )
 
-pytestmark = pytest.mark.native
+pytestmark = [
+    pytest.mark.native,
+    pytest.mark.skipif(not NATIVE, reason="the native extension is not compiled or is disabled"),
+]
 
 
 class Service:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from foundation.registry import Registry
+from foundation.registry import NATIVE, Registry
 
 try:
     from foundation.registry import _native  # noqa: F401
@@ -28,7 +28,10 @@ except ImportError as exc:  # pragma: no cover - depends on the build
         allow_module_level=True,
     )
 
-pytestmark = pytest.mark.native
+pytestmark = [
+    pytest.mark.native,
+    pytest.mark.skipif(not NATIVE, reason="the native extension is not compiled or is disabled"),
+]
 
 GIL = getattr(sys, "_is_gil_enabled", lambda: True)()
 

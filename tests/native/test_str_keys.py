@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from foundation import errors
-from foundation.registry import Registry
+from foundation.registry import NATIVE, Registry
 
 try:
     from foundation.registry import _native  # noqa: F401
@@ -25,7 +25,15 @@ except ImportError as exc:  # pragma: no cover - depends on the build
 
 pytestmark = pytest.mark.native
 
-BACKENDS = ["native", "python"]
+BACKENDS = [
+    pytest.param(
+        "native",
+        marks=pytest.mark.skipif(
+            not NATIVE, reason="the native extension is not compiled or is disabled"
+        ),
+    ),
+    "python",
+]
 
 
 def _fresh(s: str) -> str:
