@@ -29,6 +29,9 @@
 # the main job), FOUNDATION_PY313T_DIR (reuse a 3.13t build across runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each job says which extension mode it wants; a caller's setting (.ci/run
+# exports FOUNDATION_REQUIRE_EXTENSIONS=1) must not leak into the pure jobs.
+unset FOUNDATION_REQUIRE_EXTENSIONS FOUNDATION_NO_EXTENSIONS
 ROOT=$(pwd)
 [ $# -gt 0 ] || set -- 3.12 3.13 3.13t
 MARKERS=${MARKERS:-not slow and not etcd}
@@ -108,7 +111,7 @@ pure_job() {  # VERSION PYTHON
     "$2" -m venv "$venv"
     FOUNDATION_NO_EXTENSIONS=1 FOUNDATION_REQUIRE_EXTENSIONS= quietly "$WORK/$1-pure.log" \
         "$venv/bin/pip" install '.[test]'
-    check_import "$venv" 0
+    FOUNDATION_NO_EXTENSIONS=1 check_import "$venv" 0
     # -rfEX: the few hundred skips are the native cases (the summary counts them)
     FOUNDATION_NO_EXTENSIONS=1 FOUNDATION_REQUIRE_EXTENSIONS= \
         run_tests "$venv" "$MARKERS" "${SUITES[@]}" -rfEX
