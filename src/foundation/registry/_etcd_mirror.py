@@ -129,6 +129,10 @@ class Mirror:
         self.in_flight: dict[bytes, Any] = {}
         #: keys with another write in flight: their tombs are kept
         self.writing: dict[bytes, int] = {}
+        #: key -> (raw value, reason) of a write of this instance in flight (raw
+        #: None: a delete), so the watch's echo of it, when it comes before
+        #: etcd's answer, is told as this instance's write, not a remote one
+        self.echoes: dict[bytes, tuple[bytes | None, EventReason]] = {}
         self._released = trio.Event()
 
         #: entries this instance wrote, the lease each is bound to, and by owner
@@ -453,7 +457,11 @@ class Mirror:
                     continue
                 entry = self.decode_or_none(kv)
                 if entry is not None:
-                    self.apply_put(key, entry, revision, kv.lease)
+                    echo = self.echoes.get(key)
+                    if echo is not None and echo[0] == kv.value:
+                        self.apply_put(key, entry, revision, kv.lease, reason=echo[1])
+                    else:
+                        self.apply_put(key, entry, revision, kv.lease)
                 elif key in revs:
                     self.apply_delete(key, revision, ours=False)  # overwritten with garbage
             elif not (
@@ -461,7 +469,11 @@ class Mirror:
                 or key.startswith(cluster_prefix)
                 or key.startswith(msg_prefix)
             ):
-                self.apply_delete(key, revision, ours=False)
+                echo = self.echoes.get(key)
+                if echo is not None and echo[0] is None:
+                    self.apply_delete(key, revision, ours=True, reason=echo[1])
+                else:
+                    self.apply_delete(key, revision, ours=False)
         self._advance(top)
 
     def _message(self, kv: KeyValue) -> None:
@@ -565,6 +577,18 @@ class Mirror:
             event.set()
         self._sync_waiters.clear()
         self._suspects_changed()
+
+    def expect_echo(self, key: bytes, raw: bytes | None, reason: EventReason) -> None:
+        """This instance is about to write ``raw`` at ``key`` (None: delete it); see ``echoes``.
+
+        The writer calls :meth:`forget_echo` once etcd answered.
+        """
+        self.echoes[key] = (raw, reason)
+
+    def forget_echo(self, key: bytes, raw: bytes | None) -> None:
+        echo = self.echoes.get(key)
+        if echo is not None and echo[0] == raw:
+            del self.echoes[key]
 
     def hold(self, keys: Iterable[bytes]) -> Callable[[], None]:
         """Keep the tombs of ``keys`` while a write to them is in flight; returns the release."""

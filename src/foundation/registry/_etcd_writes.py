@@ -351,10 +351,15 @@ class Writer:
         if link.closed:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return False
-        await self.mirror.wait_unheld((key,))
+        mirror = self.mirror
+        await mirror.wait_unheld((key,))
         with trio.CancelScope(shield=True):
-            result = await link.call(link.client.delete, key)
-            self.mirror.apply_delete(key, result.header.revision, ours=True, reason="explicit")
+            mirror.expect_echo(key, None, "explicit")
+            try:
+                result = await link.call(link.client.delete, key)
+            finally:
+                mirror.forget_echo(key, None)
+            mirror.apply_delete(key, result.header.revision, ours=True, reason="explicit")
         if result.deleted:
             self.writes += 1
         return result.deleted > 0
@@ -372,7 +377,13 @@ class Writer:
         with trio.CancelScope(shield=True):
             for start in range(0, len(keys), MAX_TXN_OPS):
                 chunk = keys[start : start + MAX_TXN_OPS]
-                result = await link.call(link.client.txn, [], [op_delete(k) for k in chunk])
+                for key in chunk:
+                    self.mirror.expect_echo(key, None, reason)
+                try:
+                    result = await link.call(link.client.txn, [], [op_delete(k) for k in chunk])
+                finally:
+                    for key in chunk:
+                        self.mirror.forget_echo(key, None)
                 for key, response in zip(chunk, result.responses, strict=False):
                     self.mirror.apply_delete(key, result.revision, ours=True, reason=reason)
                     removed += getattr(response, "deleted", 0)
@@ -413,12 +424,16 @@ class Writer:
                     raw, json_value, json_metadata = encode_entry(
                         key, value, metadata, holder.owner, holder.instance
                     )
-                    result = await link.call(
-                        link.client.txn,
-                        [compare_mod(key, "==", kvs[0].mod_revision)],
-                        [op_put(key, raw, ignore_lease=True)],
-                        [op_range(key)],
-                    )
+                    mirror.expect_echo(key, raw, "explicit")
+                    try:
+                        result = await link.call(
+                            link.client.txn,
+                            [compare_mod(key, "==", kvs[0].mod_revision)],
+                            [op_put(key, raw, ignore_lease=True)],
+                            [op_range(key)],
+                        )
+                    finally:
+                        mirror.forget_echo(key, raw)
                     if result.succeeded:
                         entry = Decoded(
                             False,
@@ -447,7 +462,11 @@ class Writer:
         release = mirror.hold([key])
         try:
             with trio.CancelScope(shield=True):
-                result, lease_id = await self.keeper.put_with_lease(key, raw)
+                mirror.expect_echo(key, raw, "explicit")
+                try:
+                    result, lease_id = await self.keeper.put_with_lease(key, raw)
+                finally:
+                    mirror.forget_echo(key, raw)
                 reg = mirror.apply_put(
                     key, entry, result.header.revision, lease_id, reason="explicit"
                 )
@@ -474,7 +493,13 @@ class Writer:
             for start in range(0, len(found), MAX_TXN_OPS):
                 chunk = found[start : start + MAX_TXN_OPS]
                 ops = [op_txn([compare_mod(k, "==", rev)], [op_delete(k)]) for k, rev in chunk]
-                result = await link.call(link.client.txn, [], ops)
+                for key, _ in chunk:
+                    mirror.expect_echo(key, None, "explicit")
+                try:
+                    result = await link.call(link.client.txn, [], ops)
+                finally:
+                    for key, _ in chunk:
+                        mirror.forget_echo(key, None)
                 for (key, _), response in zip(chunk, result.responses, strict=True):
                     if getattr(response, "succeeded", False) and _deleted(response):
                         mirror.apply_delete(key, result.revision, ours=True, reason="explicit")
