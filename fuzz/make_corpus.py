@@ -7,12 +7,24 @@ fuzz_table.c (it overwrites the files it knows, nothing else):
     python3 fuzz/make_corpus.py
 
 Encoding (fuzz_table.c, LLVMFuzzerTestOneInput): a header
-``[shards - 1, main hash mode, ns mode | own mode << 4]`` and one arm byte per
-shard (its fdn_shard_init may fail), then operations. An *arm* byte
+``[shards - 1 | share << 2 | detach << 3, main hash mode, ns mode | own mode << 4]`` (share:
+every shard files its names and traced references in shared vectors, as
+under a GIL) and one arm
+byte per shard (its fdn_shard_init may fail), then operations. An *arm* byte
 ``0x80 | k`` makes the k-th allocation of that operation fail (0: the first);
 ``0`` arms nothing. Key bits: bit 0 picks the namespace alias, bit 1 the
 name alias; for inserts bit 2 the owner alias and bits 3-7 (mod 9) the
 owner (0: none). Namespaces are 0-11, names 0-47, owners 1-8.
+
+Group operations have bit 0x40 set in their opcode byte (op % 8: 0-3 join,
+4-5 leave, 6 member lookup (with bit 0x80: a merged walk of every name or
+every member, argument bit 0 and an arm byte), 7 owner removal). Their arguments: group
+namespace (0-3), group (0-3), value (0-15; 12-15 have no hash: loose
+members) and key bits (bit 0 namespace alias, bit 1 group alias, bit 2 the
+value's and the owner's alias, bits 3-7 (mod 9) the owner). The main hash
+mode also picks the member hash mode: (mode // 5) % 3 (0 good, 1 all
+members collide, 2 two home slots). Which pointers an entry or a new list
+traces derives from its sequence number.
 """
 
 from __future__ import annotations
@@ -26,12 +38,29 @@ HERE = Path(__file__).resolve().parent
 GOOD, ALL_SAME, LOW_BITS, CLASSES, PER_NS = range(5)
 IDX_GOOD, IDX_SAME, IDX_TWO = range(3)
 
-# table selector of resize/reserve/shrink: low 2 bits, shard in the rest
+# table selector of resize/reserve/shrink: low 2 bits, shard in the rest;
+# with bit 0x40: the group index (GRP_T) or the member table (MEM_T), shard
+# in bits 2-5
 NS_T, OWN_T, MAIN_T = 0, 1, 2
+GRP_T, MEM_T = 0x40, 0x41
+# member hash modes, added to a main hash mode
+MEM_GOOD, MEM_SAME, MEM_TWO = 0, 5, 10
 
 
-def header(shards: int, main: int, ns: int = IDX_GOOD, own: int = IDX_GOOD) -> bytes:
-    return bytes([shards - 1, main, ns | own << 4]) + bytes(shards)
+def header(
+    shards: int,
+    main: int,
+    ns: int = IDX_GOOD,
+    own: int = IDX_GOOD,
+    *,
+    share: bool = False,
+    detach: bool = False,
+) -> bytes:
+    """share: the shards file their names and traced references in shared
+    vectors; detach: at the end they are freed detached from them (as the
+    binding frees a table), else one by one."""
+    first = (shards - 1) | (4 if share else 0) | (8 if detach else 0)
+    return bytes([first, main, ns | own << 4]) + bytes(shards)
 
 
 def arm(k: int | None) -> int:
@@ -72,6 +101,30 @@ def shrink(table: int, shard: int, fail: int | None = None) -> bytes:
 
 def clear_shard(shard: int, init_fail: int | None = None) -> bytes:
     return bytes([0x8F, shard, arm(init_fail)])
+
+
+def _gbits(alias: int, owner: int) -> int:
+    return alias | owner << 3
+
+
+def join(
+    gns: int, g: int, v: int, *, owner: int = 0, alias: int = 0, fail: int | None = None
+) -> bytes:
+    return bytes([0x40, gns, g, v, _gbits(alias, owner), arm(fail)])
+
+
+def leave(gns: int, g: int, v: int, *, alias: int = 0, fail: int | None = None) -> bytes:
+    return bytes([0x44, gns, g, v, _gbits(alias, 0), arm(fail)])
+
+
+def member(gns: int, g: int, v: int, alias: int = 0) -> bytes:
+    return bytes([0x46, gns, g, v, _gbits(alias, 0)])
+
+
+def walk(members: int, fail: int | None = None) -> bytes:
+    """0: names over the namespace lists, 1: members, 2: names over the
+    shards' order vectors."""
+    return bytes([0xC6, members, arm(fail)])
 
 
 def basic() -> bytes:
@@ -212,6 +265,149 @@ def failed_insert_after_growth() -> bytes:
     return header(1, GOOD) + b"".join(ops)
 
 
+def groups_basic() -> bytes:
+    """One shard: members with and without a hash (12-15: loose), joining
+    again (metadata, another owner, an equal owner object), lookups with
+    both aliases, leaves (absent ones too) until groups drop and come back."""
+    ops = [join(0, 0, v, owner=v % 3) for v in range(16)]
+    ops += [member(0, 0, v, alias=v & 7) for v in range(16)]
+    ops += [join(0, 0, v, owner=(v + 1) % 3, alias=4) for v in range(0, 16, 3)]
+    ops += [join(0, 0, v, owner=v % 3, alias=4) for v in range(1, 16, 3)]  # equal owner
+    ops += [join(1, 2, v) for v in (3, 13, 7)]
+    ops += [leave(0, 0, v, alias=v & 7) for v in range(0, 16, 2)]
+    ops += [leave(0, 0, 2), leave(2, 2, 2)]  # absent member, absent group
+    ops += [leave(1, 2, v) for v in (13, 3, 7)]
+    ops += [join(1, 2, 14), member(1, 2, 14, alias=4)]
+    ops += [leave(0, 0, v) for v in range(1, 16, 2)]
+    return header(1, GOOD) + b"".join(ops)
+
+
+def groups_collide() -> bytes:
+    """Three shards, every name and every member the same hash: probes of
+    the group index and the member table meet CANDIDATEs of other groups."""
+    ops = [join(n % 4, (n // 4) % 4, n % 16, alias=n & 7) for n in range(48)]
+    ops += [insert(n % 4, n) for n in range(12)]
+    ops += [leave(n % 4, (n // 4) % 4, n % 16, alias=(n + 1) & 7) for n in range(0, 48, 3)]
+    ops += [member(n % 4, (n // 4) % 4, n % 16) for n in range(48)]
+    ops += [resize(MEM_T, 0, 9), shrink(MEM_T, 0), resize(GRP_T, 1 << 2, 6), shrink(GRP_T, 0)]
+    ops += [leave(n % 4, (n // 4) % 4, n % 16) for n in range(48)]
+    return header(3, ALL_SAME + MEM_SAME, IDX_SAME, IDX_SAME) + b"".join(ops)
+
+
+def groups_owners() -> bytes:
+    """Owners with names and memberships in several shards: unregister_owner
+    removes both kinds in one walk of each owner list."""
+    ops = []
+    for n in range(30):
+        ops.append(insert(n % 5, n, owner=1 + n % 3, alias=n & 7))
+        ops.append(join(n % 4, n % 3, n % 16, owner=1 + n % 3, alias=n & 4))
+    ops += [join(0, 0, 0, owner=2), join(0, 0, 0, owner=3)]  # a member changes owner
+    ops += [remove_owner(1), remove_owner(2, alias=1)]
+    ops += [member(n % 4, n % 3, n % 16) for n in range(30)]
+    ops += [bytes([0x47, 2, 0])]  # owner removal by the group opcode
+    return header(4, CLASSES + MEM_TWO, IDX_TWO, IDX_GOOD) + b"".join(ops)
+
+
+def groups_alloc_failures() -> bytes:
+    """Joins failing at each of their allocations (group index, member table
+    and owner index growth, the refs vector, the record, the new group and
+    owner lists) and owner-changing updates failing (owner index growth, the
+    refs vector, the new owner list): nothing changes, nothing leaks."""
+    ops = []
+    for k in range(8):
+        ops.append(join(k % 4, k % 2, k, owner=1 + k % 4, fail=k))
+    ops += [join(0, 0, v, owner=1 + v % 4) for v in range(12)]
+    for k in range(8):
+        # to owners 5-8, who have no list yet: each update makes one
+        ops.append(join(0, 0, k, owner=5 + k % 4, alias=4, fail=k % 4))
+        ops.append(join(0, 0, k, owner=5 + k % 4, alias=4))
+    ops += [join(3, 3, 13, fail=0), join(3, 3, 13, fail=1), join(3, 3, 13)]
+    ops += [walk(0, fail=0), walk(1, fail=0)]  # more than 16 lists: the heap fails
+    ops += [leave(0, 0, v, fail=0) for v in range(12)]
+    return header(1, GOOD) + b"".join(ops)
+
+
+def walks() -> bytes:
+    """Merged walks of names and members over four shards, as lists empty
+    and grow between them."""
+    ops = [insert(n % 12, n, owner=n % 3) for n in range(40)]
+    ops += [join(n % 4, n % 4, n % 16) for n in range(30)]
+    ops += [walk(0), walk(1), walk(2)]
+    ops += [delete(n % 12, n) for n in range(0, 40, 3)]
+    ops += [leave(n % 4, n % 4, n % 16) for n in range(0, 30, 2)]
+    ops += [walk(0), walk(1), remove_owner(1), walk(0), walk(2)]
+    return header(4, GOOD) + b"".join(ops)
+
+
+def order_vectors() -> bytes:
+    """One shard's order vector grown past 400 names, compacted and shrunk
+    by removals, and walked in between. The shard's creation fails at its
+    eighth allocation (the order vector, after the five tables' seven
+    arrays); where the vector grows, inserts fail at each of their first
+    allocations in turn before one succeeds."""
+    keys = [(n // 48, n % 48) for n in range(420)]
+    grows = {k + d for k in (8, 16, 32, 64, 128, 256) for d in (-2, -1, 0)}
+    ops = []
+    for i, (a, b) in enumerate(keys):
+        if i in grows:
+            ops += [insert(a, b, owner=i % 9, fail=k) for k in range(6)]
+        ops.append(insert(a, b, owner=i % 9))
+    ops += [walk(2), walk(0)]
+    ops += [delete(a, b) for i, (a, b) in enumerate(keys) if i % 6]
+    ops += [walk(2), remove_owner(3), walk(2)]
+    ops += [insert(a, b) for a, b in keys[::4]]
+    ops += [walk(2)]
+    return bytes([0, GOOD, IDX_GOOD, arm(7)]) + b"".join(ops)
+
+
+def shared_order() -> bytes:
+    """Three shards filing their names and traced references in shared
+    vectors: inserts (some
+    failing where the vector grows), removals that compact it, owner
+    removal across shards, walks, and a shard freed (its names leave the
+    shared vector) and created again (its first allocation failing)."""
+    keys = [(n // 48, n % 48) for n in range(300)]
+    grows = {k + d for k in (8, 16, 32, 64, 128, 256) for d in (-1, 0)}
+    ops = []
+    for i, (a, b) in enumerate(keys):
+        if i in grows:
+            ops += [insert(a, b, owner=i % 9, fail=k) for k in range(6)]
+        ops.append(insert(a, b, owner=i % 9))
+    ops += [join(n % 4, n % 4, n % 16, owner=n % 9) for n in range(20)]
+    ops += [walk(2), walk(0), walk(1)]
+    ops += [delete(a, b) for i, (a, b) in enumerate(keys) if i % 5 == 1 or i % 5 == 3]
+    ops += [walk(2), remove_owner(2), walk(2), clear_shard(1, init_fail=0), walk(2)]
+    ops += [insert(a, b) for a, b in keys[::3]]
+    ops += [walk(2), clear_shard(0), clear_shard(2), walk(2)]
+    ops += [insert(a, b) for a, b in keys[:40]]
+    return header(3, GOOD, share=True) + b"".join(ops)
+
+
+def shared_detached() -> bytes:
+    """Two shards sharing their vectors, traced references compacted across
+    both (names, members, metadata replaces), then freed as the binding
+    frees a table: detached."""
+    ops = [insert(n // 48, n % 48, owner=n % 9) for n in range(200)]
+    ops += [join(n % 4, n % 4, n % 16, owner=n % 9) for n in range(40)]
+    ops += [set_meta(n // 48, n % 48) for n in range(0, 200, 3)]
+    ops += [delete(n // 48, n % 48) for n in range(200) if n % 4]
+    ops += [walk(2), remove_owner(4), walk(2)]
+    return header(2, GOOD, share=True, detach=True) + b"".join(ops)
+
+
+def refs_compaction() -> bytes:
+    """Enough traced entries, then removals, that the refs vector is
+    compacted (64 holes and half of it); metadata replaces that change what
+    an entry traces in between."""
+    ops = [insert(n % 12, n % 48, owner=n % 9) for n in range(300)]
+    ops += [set_meta(n % 12, n % 48) for n in range(0, 300, 7)]
+    ops += [join(n % 4, n % 4, n % 16, owner=n % 9) for n in range(64)]
+    ops += [delete(n % 12, n % 48) for n in range(300) if n % 10]
+    ops += [leave(n % 4, n % 4, n % 16) for n in range(0, 64, 2)]
+    ops += [insert(n % 12, n % 48) for n in range(40)]
+    return header(2, GOOD) + b"".join(ops)
+
+
 CORPUS = {
     "basic": basic,
     "collide_all": collide_all,
@@ -223,26 +419,39 @@ CORPUS = {
     "per_ns_clusters": per_ns_clusters,
     "index_growth": index_growth,
     "failed_insert_after_growth": failed_insert_after_growth,
+    "groups_basic": groups_basic,
+    "groups_collide": groups_collide,
+    "groups_owners": groups_owners,
+    "groups_alloc_failures": groups_alloc_failures,
+    "refs_compaction": refs_compaction,
+    "walks": walks,
+    "order_vectors": order_vectors,
+    "shared_order": shared_order,
+    "shared_detached": shared_detached,
 }
 
 
 def reserve_overflow() -> bytes:
-    """Known bug: fdn_table_reserve(t, SIZE_MAX / 3 + 1): (used + extra) * 3
-    wraps to 2, which "fits", so it returns 0 with no room made."""
+    """Formerly a known bug (fixed): fdn_table_reserve(t, SIZE_MAX / 3 + 1):
+    (used + extra) * 3 wrapped to 2, which "fit", so it returned 0 with no
+    room made."""
     return header(1, GOOD) + reserve(MAIN_T, 0, 0xC0)
 
 
-CRASHES = {
-    "reserve-overflow": reserve_overflow,
-}
+CORPUS["reserve-overflow"] = reserve_overflow
+
+# reproducer name -> generator, for bugs reported but not yet fixed
+CRASHES: dict[str, object] = {}
 
 
 def main() -> int:
     for folder, files in (("corpus", CORPUS), ("crashes", CRASHES)):
+        if not files:
+            continue
         out = HERE / folder
         out.mkdir(exist_ok=True)
         for name, make in files.items():
-            (out / name).write_bytes(make())
+            (out / name).write_bytes(make())  # type: ignore[operator]
     print(f"wrote {len(CORPUS)} corpus files and {len(CRASHES)} reproducers under {HERE}")
     return 0
 

@@ -200,6 +200,37 @@ def events_and_cycles() -> None:
     assert gone() is None
 
 
+def groups_orders_and_caches() -> None:
+    """Groups (hashed and loose members, updates that move owners, leaves),
+    kept registrations(ns) answers, the C equality scan, and the shared
+    order vector compacted under removals."""
+    reg = Registry("native", partitions=3)
+    for i in range(300):
+        member: Any = [i] if i % 7 == 0 else i  # a list has no hash: a loose member
+        reg.join_nowait("ns", f"g{i % 4}", member, {"i": i}, owner=("o", i % 5))
+    for i in range(0, 300, 3):
+        member = [i] if i % 7 == 0 else i
+        reg.join_nowait("ns", f"g{i % 4}", member, {"i": -i}, owner=("o", (i + 1) % 5))
+    assert sum(reg.member_count("ns", f"g{g}") for g in range(4)) == 300
+    for i in range(0, 300, 2):
+        member = [i] if i % 7 == 0 else i
+        assert reg.leave_nowait("ns", f"g{i % 4}", member)
+    for i in range(2000):
+        reg.register_nowait(f"ns{i % 3}", i, f"v{i}", {"tier": f"t{i % 10}"})
+    first = reg.registrations("ns0")
+    assert reg.registrations("ns0") == first  # the kept answer
+    reg.unregister_nowait("ns0", 0)
+    assert len(reg.registrations("ns0")) == len(first) - 1
+    assert len(reg.select(None, where={"tier": "t3"})) == 200
+    for i in range(1, 2000):
+        if i % 9:
+            reg.unregister_nowait(f"ns{i % 3}", i)
+    assert [r.name for r in reg.registrations()] == [i for i in range(1, 2000) if i % 9 == 0]
+    removed = sum(reg.unregister_owner_nowait(("o", o)) for o in range(5))
+    assert removed == 150
+    del reg  # dealloc with names left in the shared order vector
+
+
 def threads() -> None:
     reg = Registry("native", partitions=4)
     errors: list[BaseException] = []
@@ -236,6 +267,7 @@ def main() -> int:
         reentrancy,
         alloc_failures,
         events_and_cycles,
+        groups_orders_and_caches,
         threads,
     ):
         step()

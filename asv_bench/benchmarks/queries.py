@@ -3,9 +3,11 @@
 * ``select`` over tables whose entries carry ``{"role": r, "zone": "zone-a"}``
   with 100 roles, so an equality on ``role`` matches 1% of the entries (as
   ``tests/benchmarks`` and ``python -m foundation bench`` do). Unindexed, a
-  select is a scan, O(n); with ``Registry(indexes=("role",))`` it must cost
-  O(matches) (an indexed select reads only the matching entries), which the
-  1e6 size and the miss show.
+  select is a scan, O(n) (the target: native no slower than the dict
+  comprehension a user would write); with ``Registry(indexes=("role",))`` it
+  must cost O(matches), which the 1e6 size and the miss show.
+* ``registrations(ns)`` of a namespace of n entries (the target: native no
+  slower than the python twin), with atomic values and with GC-tracked ones.
 * ``watch`` fan-out: one register event delivered to N watchers of one
   namespace, each an ``async for`` task, inside one ``trio.run``.
 * groups: ``join``/``leave`` into, and ``members`` of, a group of n members.
@@ -42,6 +44,15 @@ class _Value:
 
 VALUE = _Value()
 
+
+class _Tracked:
+    """A GC-tracked value (an instance with a slot: a GC type)."""
+
+    __slots__ = ("x",)
+
+
+TRACKED = _Tracked()
+
 _TABLES: dict[tuple[Any, ...], Any] = {}
 
 
@@ -70,7 +81,7 @@ def _select_table(impl: str, n: int, indexed: bool) -> Any:
 
     def build() -> Any:
         if impl == "dict":
-            # the baseline of docs/performance.rst: dict[(ns, name)] = (value, metadata copy)
+            # the baseline: dict[(ns, name)] = (value, its own metadata copy)
             return {(a, b): (VALUE, dict(metadata[i % 100])) for i, (a, b) in enumerate(pairs)}
         registry = Registry(impl, indexes=("role",) if indexed else ())
         f = registry.register_nowait
@@ -83,6 +94,46 @@ def _select_table(impl: str, n: int, indexed: bool) -> Any:
 
 def _expected(n: int) -> int:
     return len(range(ROLES.index(ROLE), n, len(ROLES)))
+
+
+class RegistrationsNs:
+    """``registrations(ns)`` of one namespace of n entries, with the
+    collector on (what a service pays) and off. ``atomic``: str values, whose
+    Registrations the native table keeps; ``tracked``: one GC-tracked object
+    shared by every entry, whose Registrations are built for each call."""
+
+    params = (["native", "python"], ["atomic", "tracked"], [1_000, 100_000])
+    param_names = ("impl", "values", "n")
+    timeout = 120.0
+
+    def setup(self, impl: str, values: str, n: int) -> None:
+        _skip_missing(impl)
+
+        def build() -> Any:
+            registry = Registry(impl)
+            f = registry.register_nowait
+            value: Any = "value" if values == "atomic" else TRACKED
+            for _, b in make_pairs(n, "regs"):
+                f("one", b, value)
+            return registry
+
+        self.table = _cached(("regs", impl, values, n), build)
+        self.was = gc.isenabled()
+        self.table.registrations("one")  # as a service reading them again would
+
+    def teardown(self, impl: str, values: str, n: int) -> None:
+        if self.was:
+            gc.enable()
+        else:
+            gc.disable()
+
+    def time_registrations_gc_on(self, impl: str, values: str, n: int) -> None:
+        gc.enable()
+        self.table.registrations("one")
+
+    def time_registrations_gc_off(self, impl: str, values: str, n: int) -> None:
+        gc.disable()
+        self.table.registrations("one")
 
 
 class SelectScan:

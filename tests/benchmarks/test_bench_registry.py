@@ -1,4 +1,4 @@
-"""pytest-benchmark suite: the registry backends against plain dicts (docs/performance.rst).
+"""pytest-benchmark suite: the registry backends against plain dicts.
 
 Every benchmark times a batch of ``BATCH`` (1,000) operations on prebuilt,
 shuffled keys, with the same plain ``for`` loop for every implementation, so
@@ -47,6 +47,11 @@ def loop_call(ks: Pairs, f: Callable[[str, str], Any]) -> None:
         f(a, b)
 
 
+def loop_attr_lookup(ks: Pairs, registry: Any) -> None:
+    for a, b in ks:
+        registry.lookup(a, b)
+
+
 def loop_tuple(ks: Pairs, f: Callable[[tuple[str, str]], Any]) -> None:
     for a, b in ks:
         f((a, b))
@@ -92,9 +97,10 @@ def test_lookup_hit(benchmark: Any, bench_tables: Any, n: int, impl: str) -> Non
     benchmark.group = f"lookup_hit N={n:,} (x{len(keys)} per call)"
     benchmark.extra_info["ops_per_call"] = len(keys)
     if impl in ("native", "python"):
-        lookup = bench_tables.registry(n, impl).lookup
-        assert all(lookup(a, b) is value for a, b in keys)
-        benchmark(loop_call, keys, lookup)
+        # as users call it: the attribute lookup on the registry included
+        registry = bench_tables.registry(n, impl)
+        assert all(registry.lookup(a, b) is value for a, b in keys)
+        benchmark(loop_attr_lookup, keys, registry)
     elif impl == "dict":
         d = bench_tables.dict(n)
         assert all(d.get((a, b)) is value for a, b in keys)

@@ -33,6 +33,8 @@ TINY: dict[str, Any] = {
     "group_sizes": (100, 1_000),
     "select_sizes": (500, 2_000),
     "select_target_s": 0.001,
+    "targets_gc_n": 3_000,
+    "targets_scan_n": 1_000,
 }
 
 
@@ -94,7 +96,27 @@ def _check_scale(result: dict[str, Any], sizes: list[int], rounds: int) -> None:
     checks = result["select_checks"]
     assert {c["impl"] for c in checks} == set(BACKENDS)
     assert all(isinstance(c["value"], float) for c in checks)
+    _check_targets(result["targets"])
     json.dumps(result)
+
+
+def _check_targets(targets: dict[str, Any]) -> None:
+    """Every target row there (the native-only ones when native is built),
+    each with its bound, positive times and a consistent verdict."""
+    ids = [row["id"] for row in targets["rows"]]
+    want = [t[0] for t in _bench_scale.TARGETS]
+    if not NATIVE:
+        want = ["registrations_ns", "registrations_ns_gc_off", "python_cycle"]
+    assert [i for i in want if i in ids] == want
+    for row in targets["rows"]:
+        spec = next(t for t in _bench_scale.TARGETS if t[0] == row["id"])
+        assert row["target"] == spec[4]
+        assert row["values"], row
+        if not row["id"].startswith("gc_"):  # (an "extra" time may come out <= 0)
+            assert all(v > 0 for v in row["values"].values()), row
+        if row["ratio"] is not None:
+            assert row["ok"] == (row["ratio"] <= row["target"]), row
+    json.dumps(targets)
 
 
 def test_scale_tiny() -> None:
@@ -108,10 +130,34 @@ def test_scale_tiny() -> None:
     assert f"foundation.registry.NATIVE = {NATIVE}" in table
 
 
+def test_targets_tiny() -> None:
+    seen: list[str] = []
+    result = _bench_scale.run_targets(
+        gc_n=3_000,
+        scan_n=1_000,
+        small_n=500,
+        rounds=2,
+        lookup_keys=1_000,
+        cycle_keys=300,
+        progress=seen.append,
+    )
+    _check_targets(result)
+    assert any("targets:" in msg for msg in seen)
+    table = _bench_scale.format_targets_table(result)
+    for label in ("full gc.collect()", "registrations(ns)", "join+leave", "targets met"):
+        assert label in table
+
+
 def test_scale_python_budget_skips(monkeypatch: pytest.MonkeyPatch) -> None:
     """Past its budget the python build is abandoned, or skipped when predicted to overrun."""
     monkeypatch.setattr(_bench_scale, "_CHUNK", 500)  # the deadline is checked per chunk
-    small = {**TINY, "baseline_n": 0, "group_sizes": (100,), "select_sizes": (500,)}
+    small = {
+        **TINY,
+        "baseline_n": 0,
+        "group_sizes": (100,),
+        "select_sizes": (500,),
+        "targets": False,
+    }
     result = _bench_scale.run_scale(
         [400, 3_000], backends=["python"], python_budget_s=1e-9, **small
     )
@@ -200,13 +246,38 @@ def test_cli_scale_json() -> None:
         "400,1000",
         "--scale-select-seconds",
         "0.001",
+        "--scale-targets-sizes",
+        "2000,800",
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert [s["n"] for s in result["sizes"]] == [300, 1_500]
     assert result["config"]["cycle_keys"] == 300
     assert result["config"]["build_ops"] == 600
+    assert result["targets"]["config"]["gc_n"] == 2_000
+    assert result["targets"]["config"]["scan_n"] == 800
     assert "NATIVE" in proc.stderr
+
+
+def test_cli_scale_targets_only() -> None:
+    """``bench --scale --scale-targets-only``: the targets table, nothing else."""
+    proc = _cli(
+        "--scale",
+        "--scale-targets-only",
+        "--scale-targets-sizes",
+        "2000,800",
+        "--rounds",
+        "1",
+        "--scale-lookup-keys",
+        "500",
+        "--scale-cycle-keys",
+        "200",
+        "--no-progress",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "At-scale targets" in proc.stdout
+    assert "targets met:" in proc.stdout
+    assert "Growth" not in proc.stdout
 
 
 def test_cli_threads_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
@@ -226,6 +297,7 @@ def test_scale_real_sizes() -> None:
     """The real thing (1e6 and 1e7 entries, ~10 GiB): minutes, only under ``-m slow``."""
     result = _bench_scale.run_scale(progress=lambda msg: print(msg, file=sys.stderr))
     print(_bench_scale.format_scale_table(result))
+    _check_targets(result["targets"])
     assert result["sizes"][-1]["n"] == 10_000_000
     assert "native" in result["sizes"][-1]["impls"] or not NATIVE
     assert all(c["value"] > 0 for c in result["select_checks"])

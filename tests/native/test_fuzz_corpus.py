@@ -129,6 +129,7 @@ def test_corpus_is_there() -> None:
     )
 
 
+@pytest.mark.skipif(not CORPUS, reason="fuzz/corpus/ not beside the tests (copied tree?)")
 @pytest.mark.parametrize("path", CORPUS, ids=[p.name for p in CORPUS])
 def test_corpus_replays_clean(driver: tuple[Path, bool], path: Path) -> None:
     """The seeds pass every check, none relaxed."""

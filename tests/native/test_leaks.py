@@ -164,7 +164,10 @@ def snapshot(reg: Registry) -> dict[str, Any]:
     shape = None
     if reg.backend_name == "native":
         info = reg.backend._shard_info()  # type: ignore[attr-defined]
-        shape = [(s["main"][1], s["ns"][1], s["own"][1]) for s in info]
+        shape = [
+            (s["main"][1], s["ns"][1], s["own"][1], s["grp"][1], s["mem"][1], s["members"])
+            for s in info
+        ]
     return {
         "registrations": regs,
         "memberships": members,
@@ -229,12 +232,24 @@ def write_cycle(reg: Registry, pool: Pool, i: int) -> None:
     reg.join_nowait(ns, pool.group, values[0], {"md": mds[0]}, owner=owners[0])
     reg.join_nowait(ns, pool.group, values[1])
     assert reg.leave_nowait(ns, pool.group, values[1])
+    # an unhashable (loose) member, and a member that changes owner
+    loose = [values[2]]
+    reg.join_nowait(ns, pool.group, loose, {"md": mds[1]}, owner=owners[1])
+    reg.join_nowait(ns, pool.group, values[3], owner=owners[0])
+    reg.join_nowait(ns, pool.group, values[3], {"md": mds[2]}, owner=owners[1])
+    assert reg.member_count(ns, pool.group) == 3
+    assert [m.value for m in reg.members(ns, pool.group)] == [values[0], loose, values[3]]
+    assert len(reg.backend.memberships()) == 3
+    assert reg.leave_nowait(ns, pool.group, [values[2]])  # equal, not identical: the same
+    assert not reg.leave_nowait(ns, pool.missing, values[0])
     assert reg.unregister_nowait(ns, names[-1])
     assert not reg.unregister_nowait(ns, names[-1])
     # owners[0] holds the even names (the last one, odd, is gone) + 1 membership
     assert reg.unregister_owner_nowait(owners[0]) == len(names) // 2 + 1
-    assert reg.unregister_owner_nowait(owners[1]) == len(names) // 2 - 1
+    # owners[1] the other odd names + the member that moved to it
+    assert reg.unregister_owner_nowait(owners[1]) == len(names) // 2 - 1 + 1
     assert len(reg) == 0
+    assert reg.backend.memberships() == []
 
 
 @pytest.mark.parametrize("indexes", [(), ("i",)], ids=["plain", "indexed"])
@@ -503,8 +518,9 @@ def test_injected_alloc_failures_leave_no_reference(
     native_hook: Callable[[int], None], traced: None
 ) -> None:
     """Every allocation of an insert that grows all three tables of a shard
-    (main slots + recs, ns slots, own slots, the record, the new ns and owner
-    lists) fails in turn: MemoryError, references and registry unchanged."""
+    (main slots + recs, ns slots, own slots, the traced-references vector,
+    the record, the new ns and owner lists) fails in turn: MemoryError,
+    references and registry unchanged."""
     held = [Obj(f"held-{i}") for i in range(5)]
     spaces = [fresh_str(f"ns-{i}") for i in range(5)]
     owners = [Obj(f"owner-{i}") for i in range(5)]
@@ -513,7 +529,9 @@ def test_injected_alloc_failures_leave_no_reference(
     before = refcounts(objs)
 
     def full_registry() -> Registry:
-        # 5 entries, 5 namespaces, 5 owners: each table is full at 8 slots
+        # 5 entries, 5 namespaces, 5 owners: each table is full at 8 slots,
+        # and the 15 traced references (held[i], owners[i] as entries' and as
+        # owner lists' keys) nearly fill the vector's first 16 places
         reg = Registry("native", partitions=1)
         for i in range(5):
             reg.register_nowait(spaces[i], i, held[i], owner=owners[i])
@@ -524,7 +542,7 @@ def test_injected_alloc_failures_leave_no_reference(
         # grown a table already (fdn_shard_insert reserves first), and the
         # next attempt would then take another path
         outcomes = []
-        for after in range(8):
+        for after in range(9):
             reg = full_registry()
             before_snap = snapshot(reg)
             native_hook(after)
@@ -540,9 +558,63 @@ def test_injected_alloc_failures_leave_no_reference(
             finally:
                 native_hook(-1)
             reg.close()
-        assert outcomes == ["MemoryError"] * 7 + ["ok"]
+        assert outcomes == ["MemoryError"] * 8 + ["ok"]
 
     steady(attempt, "native injected allocation failures", warmup=3)
+    assert_refcounts(objs, before)
+
+
+@pytest.mark.native
+def test_injected_alloc_failures_in_joins_leave_no_reference(
+    native_hook: Callable[[int], None], traced: None
+) -> None:
+    """Every allocation of a join that makes a group, a member table entry,
+    an owner list and grows every table, and of an update that moves a
+    member to a new owner, fails in turn: MemoryError, references and
+    registry unchanged."""
+    held = [Obj(f"held-{i}") for i in range(5)]
+    owners = [Obj(f"owner-{i}") for i in range(5)]
+    ns, group, value, owner, md_value = fresh_str("g-ns"), Obj("g"), Obj("v"), Obj("o"), Obj("m")
+    objs = [*held, *owners, ns, group, value, owner, md_value]
+    before = refcounts(objs)
+
+    def full_registry() -> Registry:
+        # 5 groups, 5 members, 5 owners: each table at its 2/3 limit
+        reg = Registry("native", partitions=1)
+        for i in range(5):
+            reg.join_nowait(f"gns-{i}", i, held[i], owner=owners[i])
+        return reg
+
+    def attempt(write: Callable[[Registry], object], what: str) -> None:
+        outcomes = []
+        for after in range(12):
+            reg = full_registry()
+            if what == "update":
+                reg.join_nowait("gns-0", 0, value, owner=owners[0])
+            before_snap = snapshot(reg)
+            native_hook(after)
+            try:
+                write(reg)
+            except MemoryError:
+                outcomes.append("MemoryError")
+                assert snapshot(reg) == before_snap
+            else:
+                outcomes.append("ok")
+            finally:
+                native_hook(-1)
+            reg.close()
+        assert "MemoryError" in outcomes, outcomes
+        first_ok = outcomes.index("ok")
+        assert outcomes[first_ok:] == ["ok"] * (len(outcomes) - first_ok), outcomes
+
+    def new_member(reg: Registry) -> object:
+        return reg.join_nowait(ns, group, value, {"m": md_value}, owner=owner)
+
+    def move_member(reg: Registry) -> object:
+        return reg.join_nowait("gns-0", 0, value, {"m": md_value}, owner=owner)
+
+    steady(lambda: attempt(new_member, "join"), "native join allocation failures", warmup=3)
+    steady(lambda: attempt(move_member, "update"), "native update allocation failures", warmup=3)
     assert_refcounts(objs, before)
 
 

@@ -1020,6 +1020,6 @@ async def test_backend_is_an_etcd_backend(open_instance: Any) -> None:
         assert backend.is_async
         assert backend.name == "etcd"
         assert a.partitions == 2
-        assert a.lookup.__self__ is backend.read_table  # type: ignore[attr-defined]
+        assert a.names.__self__ is backend.read_table  # type: ignore[attr-defined]
         assert backend.prefix.startswith("test/")
         assert "EtcdBackend" in repr(backend)

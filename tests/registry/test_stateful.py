@@ -3,6 +3,8 @@ native against python on the same random operation sequences.
 
 Synchronous (``*_nowait`` writes), so no Trio run is involved. A small key
 alphabet and few owners make conflicts, updates and owner cleanups frequent.
+Orders are part of what is checked: reads list entries in registration
+(join) order, and the two backends emit the same events in the same order.
 """
 
 from __future__ import annotations
@@ -42,10 +44,11 @@ class Model:
     """What a registry must answer: unique names and ordered groups."""
 
     def __init__(self) -> None:
-        # (ns, name) -> (value, metadata, owner)
+        # (ns, name) -> (value, metadata, owner), in registration order
         self.names: dict[tuple[Any, Any], tuple[Any, dict[Any, Any], Any]] = {}
-        # (ns, group) -> [[value, metadata, owner], ...] in join order
+        # (ns, group) -> [[value, metadata, owner, join seq], ...] in join order
         self.groups: dict[tuple[Any, Any], list[list[Any]]] = {}
+        self.seq = 0
 
     def register(self, ns: Any, name: Any, value: Any, md: Any, owner: Any) -> str:
         key = (ns, name)
@@ -87,7 +90,13 @@ class Model:
                 m[1] = dict(md or {})
                 m[2] = owner
                 return
-        members.append([value, dict(md or {}), owner])
+        self.seq += 1
+        members.append([value, dict(md or {}), owner, self.seq])
+
+    def memberships(self) -> list[tuple[Any, Any, Any]]:
+        """(ns, group, value) of every membership, in join order."""
+        found = [(m[3], ns, g, m[0]) for (ns, g), ms in self.groups.items() for m in ms]
+        return [(ns, g, v) for _, ns, g, v in sorted(found, key=lambda f: f[0])]
 
     def leave(self, ns: Any, group: Any, value: Any) -> bool:
         members = self.groups.get((ns, group), [])
@@ -112,10 +121,12 @@ def check_against_model(registry: Registry, model: Model) -> None:
         assert (ns, name) in registry
     assert registry.count() == len(model.names) == len(registry)
     regs = registry.registrations()
-    assert len(regs) == len(model.names)
+    # registration order: across namespaces and partitions
+    assert [(r.namespace, r.name) for r in regs] == list(model.names)
     for ns in ["ns1", ("ns", 2), 3]:
-        expected = sorted(repr(n) for (s, n) in model.names if s == ns)
-        assert sorted(map(repr, registry.names(ns))) == expected
+        expected = [n for (s, n) in model.names if s == ns]
+        assert registry.names(ns) == expected
+        assert [r.name for r in registry.registrations(ns)] == expected
         assert registry.count(ns) == len(expected)
         for name in ["a", "b", 1, ("t", 1)]:
             if (ns, name) not in model.names:
@@ -126,6 +137,8 @@ def check_against_model(registry: Registry, model: Model) -> None:
             got = [(m.value, dict(m.metadata), m.owner) for m in registry.members(ns, group)]
             assert got == want
             assert registry.member_count(ns, group) == len(want)
+    memberships = [(m.namespace, m.name, m.value) for m in registry.backend.memberships()]
+    assert memberships == model.memberships()
 
 
 class RegistryMachine(RuleBasedStateMachine):
@@ -243,22 +256,28 @@ def apply(registry: Registry, op: tuple[Any, ...]) -> Any:
         return (type(exc).__name__, getattr(exc, "key", None))
 
 
+def _reg_repr(r: Any) -> tuple[str, ...]:
+    return (repr((r.namespace, r.name)), repr(r.value), repr(dict(r.metadata)), repr(r.owner))
+
+
 def all_reads(registry: Registry) -> Any:
+    """Every read, orders included (they are part of the contract)."""
     out: dict[str, Any] = {
         "count": registry.count(),
         "len": len(registry),
-        "registrations": sorted(
-            (repr((r.namespace, r.name)), repr(r.value), repr(dict(r.metadata)), repr(r.owner))
-            for r in registry.registrations()
-        ),
+        "registrations": [_reg_repr(r) for r in registry.registrations()],
+        "memberships": [_reg_repr(r) for r in registry.backend.memberships()],
         "stats": (registry.stats().registrations, registry.stats().memberships),
+        "select all eq": [_reg_repr(r) for r in registry.select(None, where={"role": 1})],
+        "select all lt": [_reg_repr(r) for r in registry.select(None, where={"load": ("lt", 2)})],
     }
     for ns in ["ns1", ("ns", 2), 3]:
-        out[f"names {ns!r}"] = sorted(map(repr, registry.names(ns)))
+        out[f"names {ns!r}"] = list(map(repr, registry.names(ns)))
         out[f"count {ns!r}"] = registry.count(ns)
-        out[f"select {ns!r}"] = sorted(
+        out[f"select {ns!r}"] = [
             repr(r.name) for r in registry.select(ns, where={"role": ("lt", 2)})
-        )
+        ]
+        out[f"select eq {ns!r}"] = [repr(r.name) for r in registry.select(ns, where={"role": 0})]
         for name in ["a", "b", 1, ("t", 1)]:
             out[f"get {ns!r} {name!r}"] = repr(registry.get(ns, name, "<absent>"))
         for group in ["g", "h"]:
@@ -276,9 +295,16 @@ def all_reads(registry: Registry) -> Any:
 def test_native_and_python_agree(ops: list[tuple[Any, ...]]) -> None:
     native = Registry(backend="native", partitions=4, indexes=("role",))
     python = Registry(backend="python", partitions=3)
+    events: dict[str, list[Any]] = {"native": [], "python": []}
+    native.backend.subscribe(lambda e: events["native"].append((e.kind, *_reg_repr(e[1]))))
+    python.backend.subscribe(lambda e: events["python"].append((e.kind, *_reg_repr(e[1]))))
     try:
         for op in ops:
             assert apply(native, op) == apply(python, op), op
+            # the same events, in the same order (unregister_owner's included)
+            assert events["native"] == events["python"], op
+            events["native"].clear()
+            events["python"].clear()
         assert all_reads(native) == all_reads(python)
     finally:
         native.close()

@@ -547,12 +547,14 @@ class CffiTable:
 
     def expected_blocks(self) -> int:
         """How many blocks the core's allocator should hold for this table:
-        per shard 4 arrays (main slots and records, ns, own), plus one record
-        per entry and one list per namespace / owner of each shard."""
+        per shard 8 arrays (main slots and records, ns, own, the group index,
+        member slots and records, the order vector; this binding traces no
+        references, so no refs vector), plus one record per entry and one
+        list per namespace / owner of each shard."""
         total = 0
         for k in range(self._n):
             s = self._sh[k]
-            total += 4 + s.main.used + s.ns.used + s.own.used
+            total += 8 + s.main.used + s.ns.used + s.own.used
         return total
 
     def check(self) -> None:
@@ -591,7 +593,7 @@ class CffiTable:
                 rec = t.recs[i]
                 _expect(rec.slot == i, "record slot back-pointer")
                 _expect(int(ffi.cast("intptr_t", rec.meta)) == pm, "record meta pointer")
-                owned = rec.seq & 1
+                owned = rec.seq & lib.FDN_F_OWNED
                 _expect(bool(owned) == (entry[_OWNER] is not None), "owned bit")
                 if owned:
                     _expect(int(ffi.cast("intptr_t", rec.owner)) == po, "record owner")
@@ -635,15 +637,39 @@ class CffiTable:
                         == sorted(int(ffi.cast("intptr_t", x)) for x in recs),
                         f"{field} list members",
                     )
-                    seqs = [x.seq >> 1 for x in walked]
+                    seqs = [x.seq >> lib.FDN_SEQ_SHIFT for x in walked]
                     _expect(seqs == sorted(seqs), f"{field} list order")
                     for x in walked:
                         member = slots_by_rec[int(ffi.cast("intptr_t", x))]
                         mk = member[key_of]
                         _expect(mk is key or mk == key, f"{field} list member key")
                 _expect(seen == set(groups), f"{field} lists vs records")
+            _check_order(ffi, lib, s.order, slots_by_rec)
         _expect(len(self._entries) == n_entries, "rooted entries")
         _expect(sum(p[1] for p in self._pins.values()) == n_lists, "pin counts")
+
+
+def _check_order(ffi: Any, lib: Any, o: Any, recs: dict[int, Any]) -> None:
+    """The shard's order vector: every name once, at its record's ``ord``,
+    in insertion order, holes counted, the end marker after the last."""
+    _expect(o.v != ffi.NULL, "order vector missing")
+    _expect(o.n < o.cap, "order vector capacity")
+    _expect(o.v[o.n] == ffi.addressof(lib.fdn_order_end), "order end marker")
+    _expect(o.n == 0 or o.v[o.n - 1] != ffi.NULL, "order trailing hole")
+    live = []
+    for i in range(o.n):
+        r = o.v[i]
+        if r == ffi.NULL:
+            continue
+        _expect(r.ord == i, "order index back-pointer")
+        live.append(r)
+    _expect(o.n - len(live) == o.holes, "order holes count")
+    _expect(
+        sorted(int(ffi.cast("intptr_t", r)) for r in live) == sorted(recs),
+        "order vector vs records",
+    )
+    seqs = [r.seq >> lib.FDN_SEQ_SHIFT for r in live]
+    _expect(seqs == sorted(seqs), "order vector order")
 
 
 def _expect(cond: Any, what: str) -> None:

@@ -67,6 +67,12 @@ typedef struct fdn_list {
     size_t count;
     void *key;
     uint64_t hash;
+    void *key2;
+    uint32_t refs;
+    uint32_t tmask;
+    struct fdn_rec *loose_first;
+    struct fdn_rec *loose_last;
+    size_t loose;
 } fdn_list;
 
 typedef struct fdn_rec {
@@ -74,13 +80,27 @@ typedef struct fdn_rec {
     struct fdn_rec *ns_prev;
     struct fdn_rec *ns_next;
     fdn_list *ns_list;
-    size_t slot;
+    uint32_t slot;
+    uint32_t refs;
     uint64_t seq;
+    void *reg;
+    uint32_t ord;
+    uint32_t shard;
     void *owner;
     struct fdn_rec *own_prev;
     struct fdn_rec *own_next;
     fdn_list *own_list;
+    void *value;
+    struct fdn_rec *loose_prev;
+    struct fdn_rec *loose_next;
 } fdn_rec;
+
+typedef struct fdn_order {
+    struct fdn_rec **v;
+    size_t n;
+    size_t cap;
+    size_t holes;
+} fdn_order;
 
 typedef struct fdn_shard {
     fdn_table main;
@@ -91,7 +111,11 @@ typedef struct fdn_shard {
     uint64_t misses;
     uint64_t writes;
     uint64_t conflicts;
+    fdn_order *order;
+    ...;
 } fdn_shard;
+
+extern fdn_rec fdn_order_end;
 
 typedef struct fdn_removed {
     void *ns;
@@ -102,6 +126,8 @@ typedef struct fdn_removed {
     void *ns_key;
     void *own_key;
     uint64_t seq;
+    unsigned member;
+    void *reg;
 } fdn_removed;
 
 #define FDN_MISS ...
@@ -110,6 +136,8 @@ typedef struct fdn_removed {
 #define FDN_CREATED_NS ...
 #define FDN_CREATED_OWN ...
 #define FDN_REC_UNOWNED_SIZE ...
+#define FDN_SEQ_SHIFT ...
+#define FDN_F_OWNED ...
 
 uint64_t fdn_mix2(uint64_t a, uint64_t b);
 uint64_t fdn_mix1(uint64_t a);

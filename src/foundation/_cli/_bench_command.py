@@ -146,6 +146,13 @@ _SCALE = (
         "SECONDS",
         "seconds per select sample (more calls for fast queries; default 0.05)",
     ),
+    Option(
+        "targets-sizes",
+        sizes,
+        [1_000_000, 100_000],
+        "GC_N,SCAN_N",
+        "table sizes of the targets' GC/lookup rows and scan rows (default 1000000,100000)",
+    ),
 )
 
 #: ``--threads-*``: tuning of the threads mode.
@@ -216,6 +223,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 " (serial put+get, 5,000 puts from 128 tasks, txns of 100 puts) and the"
                 " registry (register() from 128 tasks, register_many, against txns of 100"
                 " create-if-absent puts on a lease); needs the bench extra",
+            )
+        if flag == "--scale":
+            group.add_argument(
+                "--scale-targets-only",
+                action="store_true",
+                help="--scale: only the at-scale targets (GC, allocation, scans, registrations,"
+                " write cycles, lookups as users call them), side by side in one run",
             )
         add_options(group, f"{name}-", rows, help_prefix=f"{flag}: ")
 
@@ -303,6 +317,23 @@ def _scale(args: argparse.Namespace) -> int:
 
     _say_native(args)
     progress = _Progress(sys.stderr, not args.no_progress)
+    gc_n, scan_n = [*args.scale_targets_sizes, 100_000][:2]
+    if args.scale_targets_only:
+        try:
+            targets = _bench_scale.run_targets(
+                gc_n=gc_n,
+                scan_n=scan_n,
+                small_n=args.scale_baseline or _bench_scale.SCALE_BASELINE,
+                rounds=args.rounds or 3,
+                lookup_keys=args.scale_lookup_keys,
+                cycle_keys=args.scale_cycle_keys,
+                seed=args.seed,
+                progress=progress,
+            )
+        finally:
+            progress.done()
+        _emit(targets, args, "" if args.json else _bench_scale.format_targets_table(targets))
+        return 0
     try:
         result = _bench_scale.run_scale(
             args.scale_sizes,
@@ -317,6 +348,8 @@ def _scale(args: argparse.Namespace) -> int:
             select_target_s=args.scale_select_seconds,
             seed=args.seed,
             progress=progress,
+            targets_gc_n=gc_n,
+            targets_scan_n=scan_n,
         )
     finally:
         progress.done()

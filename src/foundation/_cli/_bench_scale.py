@@ -111,8 +111,11 @@ from ._bench import (
 __all__ = [
     "SCALE_BASELINE",
     "SCALE_SIZES",
+    "TARGETS",
     "format_scale_table",
+    "format_targets_table",
     "run_scale",
+    "run_targets",
 ]
 
 #: Default table sizes of ``--scale``.
@@ -154,6 +157,11 @@ _BODIES = {
     "dchurn": "for a, b in ks:\n    g(a)\n    d[b] = v",
     "select": "for c in ks: f(None, c)",
     "scan": "for c in ks: [e for e in g() if e[1].get('tier') == c]",
+    # the targets phase: calls as users write them
+    "attr": "for a, b in ks: d.lookup(a, b)",
+    "nested": "for a, b in ks: d[a][b]",
+    "regs": "for x in ks: f(d)",
+    "jlcycle": "for a, b in ks:\n    f(a, d, b)\n    g(a, d, b)",
 }
 _RUN: dict[str, _Runner] = {name: _compile(body) for name, body in _BODIES.items()}
 
@@ -698,6 +706,540 @@ def _select_checks(small: dict[str, Any] | None, large: dict[str, Any]) -> list[
     return checks
 
 
+# ---------------------------------------------------------------- targets
+#: The at-scale targets (performance issue 18), in table order: (id, what,
+#: unit, ratio name, bound). Each is measured side by side in one run.
+TARGETS: tuple[tuple[str, str, str, str, float], ...] = (
+    ("gc_tracked", "full gc.collect() extra, GC-tracked values", "ms", "native/dict", 1.0),
+    ("gc_str_md", "full gc.collect() extra, str values + 2-key metadata", "ms", "native/dict", 1.0),
+    (
+        "gc_only_holder",
+        "full gc.collect() extra, tracked values held by it alone",
+        "ms",
+        "native/dict",
+        1.0,
+    ),
+    (
+        "alloc_tracked",
+        "allocate 300k lists beside the table (tracked values)",
+        "ms",
+        "native/dict",
+        1.2,
+    ),
+    (
+        "alloc_str_md",
+        "allocate 300k lists beside the table (str + metadata)",
+        "ms",
+        "native/dict",
+        1.2,
+    ),
+    ("select_scan", "unindexed select(None, where=) 1%", "ms/call", "native/dict", 1.0),
+    ("registrations_ns", "registrations(ns), GC on", "ms/call", "native/python", 1.0),
+    ("registrations_ns_gc_off", "registrations(ns), GC off", "ms/call", "native/python", 1.0),
+    ("join_leave", "join+leave / register+unregister (native)", "ns/cycle", "native", 2.0),
+    (
+        "python_cycle",
+        "python register+unregister / dict setdefault+pop",
+        "ns/cycle",
+        "python/dict",
+        4.0,
+    ),
+    (
+        "lookup_small_nested",
+        "registry.lookup(ns, name) at 1e3 / d[ns][name]",
+        "ns/op",
+        "native/nested",
+        1.0,
+    ),
+    (
+        "lookup_small_equal",
+        "same, names equal to the stored, not the same objects",
+        "ns/op",
+        "native/nested",
+        1.0,
+    ),
+    (
+        "lookup_large_nested",
+        "registry.lookup(ns, name) at N / d[ns][name]",
+        "ns/op",
+        "native/nested",
+        0.7,
+    ),
+    (
+        "lookup_large_dict",
+        "registry.lookup(ns, name) at N / d.get((ns, name))",
+        "ns/op",
+        "native/dict",
+        0.6,
+    ),
+)
+
+#: Lists allocated by the allocation rows (kept until the sample ends).
+_ALLOC_LISTS = 300_000
+
+
+class _Service:
+    """A GC-tracked value (one per entry in the tracked-values rows)."""
+
+    __slots__ = ("n",)
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+
+def _gc_ms(samples: int = 7) -> float:
+    """ms of a full collection: the fastest of ``samples`` (after one that
+    settles the heap). The least disturbed sample: the extra time a table
+    costs is the difference of two such times, and a median of a few
+    collections on a busy machine swings by more than that difference."""
+    gc.collect()
+    times = []
+    for _ in range(samples):
+        t0 = time.perf_counter()
+        gc.collect()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return min(times)
+
+
+def _alloc_ms(samples: int = 3) -> float:
+    """Median ms of allocating (and keeping) 300k small lists with the
+    collector on, each sample from a fresh collection."""
+    times = []
+    was = gc.isenabled()
+    gc.enable()
+    try:
+        for _ in range(samples):
+            gc.collect()
+            t0 = time.perf_counter()
+            kept: list[list[Any]] = [[] for _ in range(_ALLOC_LISTS)]
+            times.append((time.perf_counter() - t0) * 1e3)
+            del kept
+    finally:
+        if not was:
+            gc.disable()
+    return _median_of(times)
+
+
+def _build_gc_table(
+    impl: str, pairs: list[Pair], values: list[Any], mds: list[dict[str, str]] | None
+) -> Any:
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        if impl == "dict":
+            if mds is None:
+                return {(a, b): v for (a, b), v in zip(pairs, values, strict=True)}
+            return {(a, b): (v, dict(m)) for (a, b), v, m in zip(pairs, values, mds, strict=True)}
+        reg = make_registry(impl)
+        f = reg.register_nowait
+        if mds is None:
+            for (a, b), v in zip(pairs, values, strict=True):
+                f(a, b, v)
+        else:
+            for (a, b), v, m in zip(pairs, values, mds, strict=True):
+                f(a, b, v, m)
+        return reg
+    finally:
+        if was:
+            gc.enable()
+
+
+def _paired(raw: dict[str, list[float]], a: str, b: str) -> float | None:
+    """The median over rounds of raw[a] / raw[b] in the same round: each
+    round's pair ran side by side, so load that hit one hit the other."""
+    ratios = [x / y for x, y in zip(raw[a], raw[b], strict=True) if y > 0]
+    return _median_of(ratios) if ratios else None
+
+
+def _ratio_row(
+    tid: str, values: dict[str, float], ratio: float | None, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    spec = next(t for t in TARGETS if t[0] == tid)
+    row: dict[str, Any] = {
+        "id": tid,
+        "label": spec[1],
+        "unit": spec[2],
+        "ratio_name": spec[3],
+        "target": spec[4],
+        "values": values,
+        "ratio": ratio,
+        "ok": ratio is not None and ratio <= spec[4],
+    }
+    if extra:
+        row.update(extra)
+    return row
+
+
+def _gc_rows(n: int, cfg: _Config, native: bool) -> tuple[list[dict[str, Any]], Any, list[Pair]]:
+    """The GC and allocation rows at n entries; returns the last native table
+    built (tracked values) and its pairs for the lookup rows."""
+    say = cfg.say
+    rows: list[dict[str, Any]] = []
+    impls = ["native", "dict"] if native else ["dict"]
+    pairs = make_pairs(n, "gc")
+    keep: Any = None
+    for variant in ("tracked", "str_md"):
+        say(f"targets: {variant} values, N={n:,}")
+        if variant == "tracked":
+            values: list[Any] = [_Service(i) for i in range(n)]
+            mds = None
+        else:
+            values = [f"value-{i:09d}" for i in range(n)]
+            mds = [
+                {"role": _ROLES[i % len(_ROLES)], "zone": _ZONES[i % len(_ZONES)]} for i in range(n)
+            ]
+        extra: dict[str, list[float]] = {i: [] for i in impls}
+        alloc: dict[str, list[float]] = {i: [] for i in impls}
+        for r in range(cfg.rounds):
+            for impl in _rotate(impls, r):
+                say(f"targets: {variant} round {r + 1}/{cfg.rounds}: {impl}")
+                table = _build_gc_table(impl, pairs, values, mds)
+                with_table = _gc_ms()
+                alloc[impl].append(_alloc_ms())
+                if impl == "native" and variant == "tracked" and r == cfg.rounds - 1:
+                    keep = table
+                _close(table)
+                del table
+                without = _gc_ms()
+                extra[impl].append(with_table - without)
+        med = {i: _median_of(v) for i, v in extra.items()}
+        amed = {i: _median_of(v) for i, v in alloc.items()}
+        # (an extra time is a difference, near zero: the ratio of the medians)
+        gc_ratio = med["native"] / med["dict"] if native and med["dict"] > 0 else None
+        alloc_ratio = _paired(alloc, "native", "dict") if native else None
+        spread = {i: [round(x, 1) for x in v] for i, v in extra.items()}
+        rows.append(_ratio_row(f"gc_{variant}", med, gc_ratio, {"per_round": spread, "n": n}))
+        rows.append(
+            _ratio_row(
+                f"alloc_{variant}",
+                amed,
+                alloc_ratio,
+                {"per_round": {i: [round(x, 1) for x in v] for i, v in alloc.items()}, "n": n},
+            )
+        )
+        del values, mds
+    rows.append(_only_holder_row(n, pairs, cfg, impls, native))
+    return rows, keep, pairs
+
+
+def _only_holder_row(
+    n: int, pairs: list[Pair], cfg: _Config, impls: list[str], native: bool
+) -> dict[str, Any]:
+    """A full collection's extra time when the table is the only holder of
+    its GC-tracked values, made just before it (as services are, then
+    registered): the collector first meets each value before the table, and
+    moves it back when the table's traverse reaches it, in that order."""
+    extra: dict[str, list[float]] = {i: [] for i in impls}
+    for r in range(cfg.rounds):
+        for impl in _rotate(impls, r):
+            cfg.say(f"targets: values held by the table alone, round {r + 1}: {impl}")
+            base = _gc_ms()
+            table = _build_gc_table(impl, pairs, [_Service(i) for i in range(n)], None)
+            with_table = _gc_ms()
+            _close(table)
+            del table
+            extra[impl].append(with_table - base)
+    med = {i: _median_of(v) for i, v in extra.items()}
+    ratio = med["native"] / med["dict"] if native and med["dict"] > 0 else None
+    spread = {i: [round(x, 1) for x in v] for i, v in extra.items()}
+    return _ratio_row("gc_only_holder", med, ratio, {"per_round": spread, "n": n})
+
+
+def _scan_rows(n: int, cfg: _Config, backends: list[str]) -> list[dict[str, Any]]:
+    """Unindexed select, registrations(ns) and the write cycles at n entries."""
+    say, v = cfg.say, cfg.value
+    rows: list[dict[str, Any]] = []
+    say(f"targets: select/registrations tables, N={n:,}")
+    pairs = make_pairs(n, "scan")
+    regs = {}
+    for impl in backends:
+        reg = _build_gc_table(impl, pairs, [v] * n, [_select_metadata(i) for i in range(n)])
+        regs[impl] = reg
+    d = {(a, b): (v, _select_metadata(i)) for i, (a, b) in enumerate(pairs)}
+    single = {}
+    for impl in backends:
+        reg = make_registry(impl)
+        f = reg.register_nowait
+        for _, b in pairs:
+            f("one", b, v)
+        single[impl] = reg
+    # -- unindexed select, 1%: native vs the comprehension a user would write
+    raw: dict[str, list[float]] = {i: [] for i in [*backends, "dict"]}
+    for r in range(cfg.rounds):
+        tier = _TIERS[1 + r % (len(_TIERS) - 1)]
+        want = len([e for e in d.values() if e[1].get("tier") == tier])
+        for impl in _rotate([*backends, "dict"], r):
+            if impl == "dict":
+                ms = _time_ns("scan", [tier] * 10, g=d.values) / 1e6
+            else:
+                got = regs[impl].select(None, where={"tier": tier})
+                if len(got) != want:
+                    raise RuntimeError(f"{impl} select found {len(got)}, the dict {want}")
+                ms = _time_ns("select", [{"tier": tier}] * 10, f=regs[impl].select) / 1e6
+            raw[impl].append(ms)
+    med = {i: _median_of(x) for i, x in raw.items()}
+    rows.append(
+        _ratio_row(
+            "select_scan",
+            med,
+            _paired(raw, "native", "dict") if "native" in raw else None,
+            {"n": n, "matches": n // 100},
+        )
+    )
+    # -- registrations(ns) of a namespace of n entries, GC on and off
+    for tid, gc_on in (("registrations_ns", True), ("registrations_ns_gc_off", False)):
+        raw = {i: [] for i in backends}
+        for r in range(cfg.rounds):
+            for impl in _rotate(backends, r):
+                f = single[impl].registrations
+                was = gc.isenabled()
+                if gc_on:
+                    gc.enable()
+                try:
+                    ms = _time_ns("regs", [None] * 3, f=f, d="one") / 1e6
+                finally:
+                    if not was:
+                        gc.disable()
+                raw[impl].append(ms)
+        med = {i: _median_of(x) for i, x in raw.items()}
+        ok = "native" in raw and "python" in raw
+        rows.append(
+            _ratio_row(tid, med, _paired(raw, "native", "python") if ok else None, {"n": n})
+        )
+    # -- write cycles: join+leave against register+unregister (native), and
+    # the python twin against a dict
+    fresh = make_pairs(min(n, cfg.cycle_keys), "cyc")
+    dd: dict[Any, Any] = dict.fromkeys(pairs, v)
+    entry: tuple[Any, dict[str, Any]] = (v, {})
+    cyc: dict[str, list[float]] = {}
+    for r in range(cfg.rounds):
+        cfg.rnd.shuffle(fresh)
+        ks = _fresh_tuples(fresh)
+        loop = _time_ns("loop2", ks)
+        for impl in _rotate(backends, r):
+            reg = single[impl]
+            cyc.setdefault(f"{impl} register+unregister", []).append(
+                _time_ns("cycle", ks, f=reg.register_nowait, g=reg.unregister_nowait, v=v) - loop
+            )
+            cyc.setdefault(f"{impl} join+leave", []).append(
+                _time_ns("jlcycle", ks, f=reg.join_nowait, g=reg.leave_nowait, d="workers") - loop
+            )
+        cyc.setdefault("dict setdefault+pop", []).append(
+            _time_ns("dcycle", ks, f=dd.setdefault, g=dd.pop, v=entry) - loop
+        )
+    cmed = {k: _median_of(x) for k, x in cyc.items()}
+    if "native" in backends:
+        rows.append(
+            _ratio_row(
+                "join_leave",
+                {k: cmed[k] for k in ("native join+leave", "native register+unregister")},
+                _paired(cyc, "native join+leave", "native register+unregister"),
+                {"n": n},
+            )
+        )
+    if "python" in backends:
+        rows.append(
+            _ratio_row(
+                "python_cycle",
+                {k: cmed[k] for k in ("python register+unregister", "dict setdefault+pop")},
+                _paired(cyc, "python register+unregister", "dict setdefault+pop"),
+                {"n": n, "also": {k: round(x) for k, x in cmed.items()}},
+            )
+        )
+    for reg in (*regs.values(), *single.values()):
+        reg.close()
+    return rows
+
+
+def _equal_names(pairs: list[Pair]) -> list[Pair]:
+    """The pairs with each name rebuilt: an equal str, another object, its
+    hash computed (the namespace stays the same object, as a constant)."""
+    out = []
+    for a, b in pairs:
+        c = b[:1] + b[1:]
+        if c != b or c is b:
+            raise RuntimeError(f"could not rebuild the name {b!r} as another object")
+        hash(c)
+        out.append((a, c))
+    return out
+
+
+def _lookup_rows(
+    small_n: int, large: Any, large_pairs: list[Pair], cfg: _Config
+) -> list[dict[str, Any]]:
+    """registry.lookup(ns, name) as users call it, against a nested dict and
+    dict.get((ns, name)), at small_n and on the large table."""
+    say = cfg.say
+    rows: list[dict[str, Any]] = []
+    for tag, n, reg, pairs in (("small", small_n, None, None), ("large", 0, large, large_pairs)):
+        if tag == "large" and reg is None:
+            continue
+        if reg is None:
+            pairs = make_pairs(n, "look")
+            reg = _build_gc_table("native", pairs, [cfg.value] * n, None)
+        assert pairs is not None
+        n = len(pairs)
+        say(f"targets: lookups at N={n:,}")
+        # the baselines hold the table's own values (on the large table one
+        # object per entry: a lookup returns it, so each pays that miss)
+        nested: dict[str, dict[str, Any]] = {}
+        flat: dict[Pair, Any] = {}
+        for a, b in pairs:
+            value = reg.lookup(a, b)
+            nested.setdefault(a, {})[b] = value
+            flat[(a, b)] = value
+        sample = cfg.rnd.sample(pairs, min(n, cfg.lookup_keys))
+        number = max(1, math.ceil(min(cfg.lookup_keys, 300_000) / len(sample)))
+        raw: dict[str, list[float]] = {"native": [], "nested": [], "dict": []}
+        # names equal to the stored ones but other objects (as a name read
+        # from a message is), hashed like them
+        equal = _equal_names(sample) if tag == "small" else []
+        raw_eq: dict[str, list[float]] = {"native": [], "nested": []}
+        for r in range(cfg.rounds):
+            cfg.rnd.shuffle(sample)
+            ks = _fresh_tuples(sample)
+            loop = _time_ns("loop2", ks, number)
+            for impl in _rotate(list(raw), r):
+                if impl == "native":
+                    t = _time_ns("attr", ks, number, d=reg)
+                elif impl == "nested":
+                    t = _time_ns("nested", ks, number, d=nested)
+                else:
+                    t = _time_ns("tuple", ks, number, f=flat.get)
+                raw[impl].append(t - loop)
+            if equal:
+                cfg.rnd.shuffle(equal)
+                for impl in _rotate(list(raw_eq), r):
+                    body, d = ("attr", reg) if impl == "native" else ("nested", nested)
+                    raw_eq[impl].append(_time_ns(body, equal, number, d=d) - loop)
+        med = {i: _median_of(x) for i, x in raw.items()}
+        rows.append(
+            _ratio_row(f"lookup_{tag}_nested", med, _paired(raw, "native", "nested"), {"n": n})
+        )
+        if equal:
+            med_eq = {i: _median_of(x) for i, x in raw_eq.items()}
+            rows.append(
+                _ratio_row(
+                    "lookup_small_equal", med_eq, _paired(raw_eq, "native", "nested"), {"n": n}
+                )
+            )
+        if tag == "large":
+            rows.append(
+                _ratio_row("lookup_large_dict", med, _paired(raw, "native", "dict"), {"n": n})
+            )
+        if tag == "small":
+            _close(reg)
+    return rows
+
+
+def run_targets(
+    *,
+    gc_n: int = 1_000_000,
+    scan_n: int = 100_000,
+    small_n: int = 1_000,
+    rounds: int = 3,
+    backends: Sequence[str] | None = None,
+    lookup_keys: int = 1_000_000,
+    cycle_keys: int = 100_000,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """The at-scale targets (:data:`TARGETS`), side by side in one run.
+
+    * GC rows: the time of a full ``gc.collect()`` with the table alive minus
+      without it (its values alive either way; each the fastest of 7), at
+      ``gc_n`` entries whose
+      values are distinct GC-tracked objects, or distinct str with 2-key
+      metadata (the dict: ``d[(ns, name)] = (value, dict(metadata))``); the
+      same with the table the only holder of its values (made just before
+      it); and the time to allocate (and keep) 300k small lists with the
+      collector on beside it, each sample from a fresh collection;
+    * at ``scan_n`` entries: an unindexed ``select(None, where={"tier": t})``
+      (1%) against ``[e for e in d.values() if e[1].get("tier") == t]``;
+      ``registrations(ns)`` of a namespace of ``scan_n`` entries, with the
+      collector on (what a service pays) and off; join+leave against
+      register+unregister of fresh names on the same registry, and the
+      python twin's register+unregister against a dict's setdefault+pop;
+    * ``registry.lookup(ns, name)``, the attribute lookup and call as users
+      write it, against ``d[ns][name]`` and ``d.get((ns, name))`` at
+      ``small_n`` and on the ``gc_n`` table (shuffled, net of the bare loop).
+
+    Medians over ``rounds`` interleaved rounds (order rotated). Returns
+    ``{"env", "config", "rows": [...], "wall_s"}``; each row has the
+    per-implementation values, the ratio, its bound and ``ok``.
+    """
+    t0 = time.perf_counter()
+    native, _ = native_status()
+    if backends is None:
+        backends = ["native", "python"] if native else ["python"]
+    say: Progress = progress if progress is not None else (lambda _msg: None)
+    cfg = _Config(rounds, list(backends), lookup_keys, cycle_keys, 0, 0.0, seed, say)
+    env = _env(backends)
+    env["loadavg_start"] = _loadavg()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        rows, large, large_pairs = _gc_rows(gc_n, cfg, "native" in backends)
+        rows += _scan_rows(scan_n, cfg, list(backends))
+        if "native" in backends:
+            rows += _lookup_rows(small_n, large, large_pairs, cfg)
+        if large is not None:
+            _close(large)
+    finally:
+        if was:
+            gc.enable()
+    env["loadavg_end"] = _loadavg()
+    order = {t[0]: k for k, t in enumerate(TARGETS)}
+    rows.sort(key=lambda row: order[row["id"]])
+    return {
+        "env": env,
+        "config": {
+            "gc_n": gc_n,
+            "scan_n": scan_n,
+            "small_n": small_n,
+            "rounds": rounds,
+            "backends": list(backends),
+            "seed": seed,
+        },
+        "rows": rows,
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
+
+
+def format_targets_table(result: dict[str, Any]) -> str:
+    """The human report of :func:`run_targets`."""
+    env, cfg = result["env"], result["config"]
+    lines = [
+        f"At-scale targets: CPython {env['python']} ({env['cpu_count']} cpus),"
+        f" partitions={env.get('partitions')}; GC rows at N={cfg['gc_n']:,}, scans at"
+        f" N={cfg['scan_n']:,}; medians of {cfg['rounds']} interleaved rounds (a ratio:"
+        " of the per-round ratios; of the GC rows' medians);"
+        f" load average {env.get('loadavg_start')} -> {env.get('loadavg_end')}",
+    ]
+    table = [["measure", "unit", "values", "ratio", "target", ""]]
+    for row in result["rows"]:
+        vals = ", ".join(f"{k} {_fmt_target(v)}" for k, v in row["values"].items())
+        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}"
+        table.append(
+            [
+                row["label"],
+                row["unit"],
+                vals,
+                f"{row['ratio_name']} {ratio}",
+                f"<= {row['target']:.1f}",
+                "ok" if row["ok"] else "MISS",
+            ]
+        )
+    lines += _grid(table)
+    met = sum(1 for row in result["rows"] if row["ok"])
+    lines.append(f"targets met: {met}/{len(result['rows'])}; wall time {result['wall_s']}s")
+    return "\n".join(lines)
+
+
+def _fmt_target(v: float) -> str:
+    return f"{v:.1f}" if abs(v) < 100 else f"{v:.0f}"
+
+
 # ---------------------------------------------------------------- public API
 def run_scale(
     sizes: Sequence[int] = SCALE_SIZES,
@@ -714,6 +1256,9 @@ def run_scale(
     select_target_s: float = 0.05,
     seed: int = 0,
     progress: Progress | None = None,
+    targets: bool = True,
+    targets_gc_n: int = 1_000_000,
+    targets_scan_n: int = 100_000,
 ) -> dict[str, Any]:
     """Measure per-operation cost and memory as the registry grows; JSON-able result.
 
@@ -733,10 +1278,15 @@ def run_scale(
         select_target_s: seconds per select sample (more calls for fast ones).
         seed: seed of every shuffle.
         progress: called with a short status line as the run advances.
+        targets: also run :func:`run_targets` (the at-scale targets).
+        targets_gc_n: its table size for the GC and large lookup rows.
+        targets_scan_n: its table size for the select, registrations and
+            write-cycle rows.
 
     Returns:
         ``{"env", "config", "sizes": [per size], "growth": [...], "groups":
-        [...], "select": [...], "select_checks": [...], "wall_s"}``.
+        [...], "select": [...], "select_checks": [...], "targets": {...} or
+        None, "wall_s"}``.
 
     On the full GC pass: the python backend stores a tracked Registration
     tuple per entry, and the dict a tracked entry tuple, so a full collection
@@ -806,8 +1356,23 @@ def run_scale(
         "growth": _growth(per_size, baseline_n),
         "groups": groups,
         "select": select,
-        "select_checks": _select_checks(select[0] if len(select) > 1 else None, select[-1]),
+        "select_checks": (
+            _select_checks(select[0] if len(select) > 1 else None, select[-1]) if select else []
+        ),
+        "targets": None,
     }
+    if targets:
+        result["targets"] = run_targets(
+            gc_n=targets_gc_n,
+            scan_n=targets_scan_n,
+            small_n=baseline_n or SCALE_BASELINE,
+            rounds=rounds,
+            backends=backends,
+            lookup_keys=lookup_keys,
+            cycle_keys=cycle_keys,
+            seed=seed,
+            progress=say,
+        )
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     return result
 
@@ -962,5 +1527,7 @@ def format_scale_table(result: dict[str, Any]) -> str:
         lines += _grid(table)
         for c in result["select_checks"]:
             lines.append(f"  {c['impl']}: {c['check']} = {c['value']:.2f} (expect {c['expect']})")
+    if result.get("targets"):
+        lines += ["", format_targets_table(result["targets"])]
     lines += ["", f"wall time {result['wall_s']}s"]
     return "\n".join(lines)

@@ -1,12 +1,16 @@
 """The registry facade: one public API over any :class:`Backend`.
 
 Reads and ``*_nowait`` writes are the backend's own bound methods, stored on
-the instance (``registry.lookup is backend.lookup``), so a lookup on the
-native backend is one C-level call with no Python frame in between (a
-Python wrapper frame costs ~100 ns, more than the lookup: see "Why the read
-path looks as it does" in docs/contract.rst). The
-facade adds what a table cannot know about: Trio checkpoints on the async
-writes, scoped registrations, waiting, watching and migration.
+the instance (``registry.names is backend.names``), so a read is one call
+with no Python frame in between (a Python wrapper frame costs ~100 ns, more
+than a lookup; see "Why the read path looks as it does" in docs/contract.rst).
+``lookup()`` and ``get()``, most of what a registry does, go
+one step further when the extension is built: they are C methods of the
+registry's base class (``_native.RegistryFront``), which CPython specialises
+where it cannot specialise a call through an instance attribute, and which
+answer from a native table directly. The facade adds what a table cannot
+know about: Trio checkpoints on the async writes, scoped registrations,
+waiting, watching and migration.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import trio
 from .. import errors
 from .._util import reraise_collapsed
 from ..config import backend_from_env
+from . import _compat
 from ._backend import AsyncWrites, Backend
 from ._events import Listeners
 from ._keys import same_value
@@ -36,6 +41,16 @@ if TYPE_CHECKING:
     from ..etcd import EtcdClient, EtcdSettings
 
 __all__ = ["Registry", "RegistryWatch", "ScopeOwner", "open_registry"]
+
+# The base class that gives Registry its C lookup()/get() (see the module
+# docstring); a plain object when the extension is not in use.
+if TYPE_CHECKING:
+    _ReadFront = object
+elif _compat.NATIVE:
+    from ._native import RegistryFront as _ReadFront
+    from ._native import install_front as _install_front
+else:
+    _ReadFront = object
 
 _WAKE_KINDS = (EventKind.REGISTERED, EventKind.UPDATED)
 
@@ -189,7 +204,7 @@ class _Waiter:
         await self._event.wait()
 
 
-class Registry:
+class Registry(_ReadFront):
     """A process/service registry keyed by ``(namespace, name)``.
 
     Args:
@@ -286,9 +301,19 @@ class Registry:
 
     def _bind(self) -> None:
         b = self._backend
-        # The reads, and the *_nowait writes (an async backend's synchronous
-        # writes raise BackendIsAsync themselves): the backend's own methods.
-        for name in _BOUND_READS:
+        if _ReadFront is not object:
+            # The class's C lookup()/get() answer (from a native table
+            # directly, else through the backend's own methods). No instance
+            # may ever hold attributes of those names: one such instance
+            # anywhere keeps CPython from specialising the call on all.
+            self._bind_reads(b.lookup, b.get)  # type: ignore[attr-defined]
+            reads: tuple[str, ...] = _BOUND_READS[2:]
+        else:
+            reads = _BOUND_READS
+        # The other reads, and the *_nowait writes (an async backend's
+        # synchronous writes raise BackendIsAsync themselves): the backend's
+        # own methods.
+        for name in reads:
             setattr(self, name, getattr(b, name))
         for name in _NOWAIT_WRITES:
             setattr(self, f"{name}_nowait", getattr(b, name))
@@ -373,6 +398,7 @@ class Registry:
         ``where`` maps a metadata field (dotted for nested mappings) to a value
         (equality) or ``(op, operand)`` with op in ``eq neq lt lte gt gte in
         not_in``. A missing field or an incomparable value never matches.
+        The matches come in registration order.
 
         Raises:
             InvalidQuery: a malformed criterion (unknown operator, ...).
@@ -800,7 +826,12 @@ class Registry:
             await trio.lowlevel.checkpoint()
 
 
-#: Reads the facade takes straight from its backend (same names).
+if not TYPE_CHECKING and _ReadFront is not object:
+    _install_front(Registry)
+
+
+#: Reads the facade takes straight from its backend (same names); ``lookup``
+#: and ``get`` first: with the extension they are the class's C methods.
 _BOUND_READS = (
     "lookup",
     "get",

@@ -14,8 +14,9 @@ unhashable values.
 
 from __future__ import annotations
 
+import itertools
 import threading
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from typing import Any
 
 from ..errors import RegistryClosed
@@ -43,12 +44,14 @@ class _Group:
     cycle cost ~30 us at 1e5 members instead of ~5.5 us (``bench --scale``).
     """
 
-    __slots__ = ("by_value", "entries", "loose", "name", "next_seq", "ns")
+    __slots__ = ("by_value", "entries", "loose", "name", "ns", "seq")
 
-    def __init__(self, ns: Any, name: Any) -> None:
+    def __init__(self, ns: Any, name: Any, seq: Iterator[int]) -> None:
         self.ns = ns
         self.name = name
         # seq -> Registration; a dict keeps join order and removes in O(1).
+        # The seqs come from the backend's one write sequence, so members of
+        # every group (and names) sort into one join order.
         self.entries: dict[int, Registration] = {}
         # hashable value -> seq. May hold stale seqs (see _forget); a seq
         # found here counts only if it is still in ``entries``.
@@ -56,7 +59,7 @@ class _Group:
         # seqs of members that could not go into by_value (unhashable, or
         # whose __eq__ raised while inserting); scanned with same_value.
         self.loose: dict[int, None] = {}
-        self.next_seq = 0
+        self.seq = seq
 
     def find(self, value: Any) -> int | None:
         """Return the seq of the member whose value is ``value``, or None."""
@@ -91,8 +94,7 @@ class _Group:
 
     def add(self, reg: Registration) -> int:
         """Append a new member; return its seq."""
-        seq = self.next_seq
-        self.next_seq += 1
+        seq = next(self.seq)
         value = reg.value
         try:
             hash(value)
@@ -129,12 +131,16 @@ class GroupTable:
         notify: called with each :class:`RegistryEvent` after the change, from
             the writing thread and outside the lock (usually
             :meth:`Listeners.notify <foundation.registry._events.Listeners.notify>`).
+        seq: where members' join sequence numbers come from: the backend's
+            one write sequence, so that memberships and names sort into one
+            order (a counter of its own by default).
     """
 
-    __slots__ = ("_closed", "_count", "_groups", "_lock", "_notify", "_owners")
+    __slots__ = ("_closed", "_count", "_groups", "_lock", "_notify", "_owners", "_seq")
 
-    def __init__(self, notify: _Notify) -> None:
+    def __init__(self, notify: _Notify, seq: Iterator[int] | None = None) -> None:
         self._notify = notify
+        self._seq = seq if seq is not None else itertools.count(1)
         self._lock = threading.RLock()
         self._groups: dict[_GroupKey, _Group] = {}
         # owner -> {handle: None}; owner None (unowned) is not indexed.
@@ -196,7 +202,7 @@ class GroupTable:
             if grp is None or seq is None:
                 if grp is None:
                     # Keep the key exactly as given by the first joiner.
-                    grp = _Group(ns, group)
+                    grp = _Group(ns, group, self._seq)
                     self._groups[key] = grp
                 reg = Registration(grp.ns, grp.name, value, metadata, owner)
                 seq = grp.add(reg)
@@ -267,26 +273,34 @@ class GroupTable:
         Returns:
             How many memberships were removed (0 after :meth:`close`).
         """
+        removed = self.take_owner(owner)
+        for _, reg in removed:
+            self._notify(RegistryEvent(EventKind.LEFT, reg))
+        return len(removed)
+
+    def take_owner(self, owner: Hashable | None) -> list[tuple[int, Registration]]:
+        """Remove every membership of ``owner`` without notifying; returns
+        them as ``(join sequence, registration)``, in join order (the caller
+        emits the ``left`` events, in order with its own)."""
         if owner is None:
-            return 0
-        removed: list[Registration] = []
+            return []
+        removed: list[tuple[int, Registration]] = []
         with self._lock:
             if self._closed:
-                return 0
+                return []
             try:
                 handles = self._owners.pop(owner, None)
             except Exception:
-                return 0
+                return []
             if not handles:
-                return 0
+                return []
             for key, seq in handles:
                 grp = self._groups.get(key)
                 if grp is None or seq not in grp.entries:
                     continue
-                removed.append(self._remove(key, grp, seq))
-        for reg in removed:
-            self._notify(RegistryEvent(EventKind.LEFT, reg))
-        return len(removed)
+                removed.append((seq, self._remove(key, grp, seq)))
+        removed.sort(key=_first)
+        return removed
 
     def members(self, ns: Any, group: Any) -> list[Registration]:
         """The group's members in join order (an empty list if none)."""
@@ -305,15 +319,14 @@ class GroupTable:
         return self._count
 
     def all(self, ns: Any = None) -> list[Registration]:
-        """Every membership (of ``ns``; ``None``: of every namespace).
-
-        Groups come in creation order, members in join order.
-        """
-        out: list[Registration] = []
+        """Every membership (of ``ns``; ``None``: of every namespace), in
+        join order across groups."""
+        found: list[tuple[int, Registration]] = []
         for (gns, _group), grp in list(self._groups.items()):
             if ns is None or same_value(gns, ns):
-                out.extend(grp.entries.values())
-        return out
+                found.extend(list(grp.entries.items()))
+        found.sort(key=_first)
+        return [reg for _, reg in found]
 
     def namespaces(self) -> set[Any]:
         """The namespaces that have at least one group."""
@@ -326,3 +339,7 @@ class GroupTable:
         """
         with self._lock:
             self._closed = True
+
+
+def _first(item: tuple[int, Registration]) -> int:
+    return item[0]

@@ -159,14 +159,17 @@ def _discard(names: _Names, ns: Any, name: Any) -> bool:
 
 
 def _pairs(names: _Names | None, ns: Any) -> set[tuple[Any, Any]]:
+    # Building the set hashes and compares the keys, which may run a key's
+    # __eq__, which may write to the registry and so to these very dicts:
+    # iterate over copies (taken in C, no user code) never the live dicts.
     if not names:
         return set()
     if ns is None:
-        return {(n, name) for n, in_ns in names.items() for name in in_ns}
+        return {(n, name) for n, in_ns in list(names.items()) for name in list(in_ns)}
     try:
         in_ns = names.get(ns)
     except Exception:
         return set()
     if not in_ns:
         return set()
-    return {(ns, name) for name in in_ns}
+    return {(ns, name) for name in list(in_ns)}

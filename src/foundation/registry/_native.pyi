@@ -10,7 +10,7 @@ from typing import Any
 from ._query import Query
 from ._types import Health, Registration, RegistryEvent, RegistryStats
 
-__all__ = ["NativeBackend"]
+__all__ = ["NativeBackend", "RegistryFront", "install_front"]
 
 class NativeBackend:
     name: str
@@ -70,5 +70,16 @@ class NativeBackend:
 
     # test hooks (not API)
     def _shard_info(self) -> list[dict[str, Any]]: ...
+    def _traced(self) -> list[Any]: ...
 
+class RegistryFront:
+    """The base of the facade's Registry: C lookup() and get()."""
+
+    def _bind_reads(
+        self, lookup: Callable[[Hashable, Hashable], Any], get: Callable[..., Any]
+    ) -> bool: ...
+    def lookup(self, ns: Hashable, name: Hashable) -> Any: ...
+    def get(self, ns: Hashable, name: Hashable, default: Any = None) -> Any: ...
+
+def install_front(cls: type[RegistryFront]) -> None: ...
 def _inject_alloc_failure(after: int) -> None: ...

@@ -193,7 +193,7 @@ class Query:
         q.matches(registration)
     """
 
-    __slots__ = ("_criteria", "equalities", "metadata_matches", "predicate", "where")
+    __slots__ = ("_criteria", "eq_pairs", "equalities", "metadata_matches", "predicate", "where")
 
     #: The criteria as given (``None`` when there are none).
     where: Mapping[str, Any] | None
@@ -202,6 +202,10 @@ class Query:
     #: Top-level (non-dotted) fields tested for equality with a hashable
     #: operand: what a metadata index can serve in O(matches).
     equalities: dict[str, Any]
+    #: When every criterion is a top-level equality: the ``(field, operand)``
+    #: pairs, in the order given (a backend may test them without calling
+    #: :attr:`metadata_matches`, with the same answers); else ``None``.
+    eq_pairs: tuple[tuple[str, Any], ...] | None
     #: ``metadata_matches(metadata) -> bool``: the ``where`` criteria alone,
     #: never raising; a backend can test stored metadata with it before it
     #: builds a :class:`Registration` for the entry.
@@ -234,10 +238,14 @@ class Query:
                 continue
             equalities[crit.field] = crit.operand
         self.equalities = equalities
+        self.eq_pairs = None
         if not criteria:
             self.metadata_matches = _always
+            self.eq_pairs = ()
         elif all(c.op == "eq" and len(c.path) == 1 for c in criteria):
-            self.metadata_matches = _equalities_matcher([(c.field, c.operand) for c in criteria])
+            pairs = tuple((c.field, c.operand) for c in criteria)
+            self.metadata_matches = _equalities_matcher(pairs)
+            self.eq_pairs = pairs
         else:
             self.metadata_matches = _criteria_matcher(criteria)
 
