@@ -173,6 +173,26 @@ def test_on_change_holds_bound_methods_weakly() -> None:
     assert Listener.calls == 2
 
 
+def test_on_change_forgets_a_collected_object_at_once() -> None:
+    """Objects that subscribe and are dropped (a Registry each) leave nothing behind,
+    even when no handler is ever attached or detached again."""
+    import gc
+
+    class Listener:
+        def changed(self) -> None:
+            pass
+
+    gc.collect()
+    before = len(telemetry._change_callbacks)
+    listeners = [Listener() for _ in range(50)]
+    for listener in listeners:
+        telemetry.on_change(listener.changed)
+    assert len(telemetry._change_callbacks) == before + 50
+    del listeners, listener
+    gc.collect()
+    assert len(telemetry._change_callbacks) == before
+
+
 def test_on_change_callback_that_raises_is_dropped(caplog: pytest.LogCaptureFixture) -> None:
     calls: list[int] = []
 
@@ -181,9 +201,11 @@ def test_on_change_callback_that_raises_is_dropped(caplog: pytest.LogCaptureFixt
         raise RuntimeError("callback bug")
 
     telemetry.on_change(bad)
-    with caplog.at_level(logging.ERROR, logger="foundation.telemetry"):
-        with telemetry.attached("drop", "test.drop", lambda e, m, d: None):
-            pass
+    with (
+        caplog.at_level(logging.ERROR, logger="foundation.telemetry"),
+        telemetry.attached("drop", "test.drop", lambda e, m, d: None),
+    ):
+        pass
     assert calls == [1]
     assert "callback bug" in caplog.text
     with pytest.raises(TypeError):

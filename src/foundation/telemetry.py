@@ -169,7 +169,11 @@ def on_change(callback: Callable[[], object]) -> Callable[[], None]:
     token = object()
     ref: Callable[[], Callable[[], object] | None]
     if hasattr(callback, "__self__") and hasattr(callback, "__func__"):
-        weak = weakref.WeakMethod(callback)
+        # Its object's end drops the entry at once (not at the next attach or
+        # detach): code that makes and drops many objects (a Registry each)
+        # must not grow this table. A dict pop is atomic: no lock in a
+        # callback the collector may run while this thread holds it.
+        weak = weakref.WeakMethod(callback, lambda _: _change_callbacks.pop(token, None))
 
         def ref() -> Callable[[], object] | None:
             return weak()

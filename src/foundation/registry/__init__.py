@@ -13,6 +13,7 @@ from ._etcd import open_etcd_backend as open_etcd_backend
 from ._facade import Registry as Registry
 from ._facade import RegistryWatch as RegistryWatch
 from ._facade import ScopeOwner as ScopeOwner
+from ._facade import Subscription as Subscription
 from ._facade import open_registry as open_registry
 from ._types import EMPTY_METADATA as EMPTY_METADATA
 from ._types import MISSING as MISSING
@@ -41,6 +42,7 @@ __all__ = [
     "RegistryStats",
     "RegistryWatch",
     "ScopeOwner",
+    "Subscription",
     "open_etcd_backend",
     "open_registry",
 ]

@@ -380,8 +380,8 @@ class EtcdBackend:
         """Delete the names of ``ns`` (all for None) that match ``query``; how many.
 
         The matches come from the local view; each is deleted only if etcd
-        still holds it unchanged (its mod_revision), at most 128 keys per
-        txn, so a name that changed (or went) meanwhile stays and is not
+        still holds it unchanged (its mod_revision), 64 keys (128
+        operations) per txn, so a name that changed (or went) meanwhile stays and is not
         counted. One ``unregistered`` event each (reason ``"explicit"``).
 
         Raises:

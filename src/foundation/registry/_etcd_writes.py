@@ -478,9 +478,11 @@ class Writer:
     async def delete_unchanged(self, found: Sequence[tuple[bytes, int]]) -> int:
         """Delete each ``(key, mod_revision)`` only if etcd still holds that revision.
 
-        One txn per MAX_TXN_OPS keys, each key a nested txn with its own
-        compare, so a key that changed meanwhile stays and the others still
-        go. Returns how many were deleted (events: reason ``"explicit"``).
+        Each key is a nested txn with its own compare, so a key that changed
+        meanwhile stays and the others still go; etcd counts a nested txn's
+        operations against what the outer one leaves of --max-txn-ops, so
+        one txn takes MAX_TXN_OPS // 2 keys (128 operations in all). Returns
+        how many were deleted (events: reason ``"explicit"``).
         """
         link, mirror = self.link, self.mirror
         if not found:
@@ -490,8 +492,9 @@ class Writer:
         await mirror.wait_unheld(keys)
         removed = 0
         with trio.CancelScope(shield=True):
-            for start in range(0, len(found), MAX_TXN_OPS):
-                chunk = found[start : start + MAX_TXN_OPS]
+            per_txn = MAX_TXN_OPS // 2
+            for start in range(0, len(found), per_txn):
+                chunk = found[start : start + per_txn]
                 ops = [op_txn([compare_mod(k, "==", rev)], [op_delete(k)]) for k, rev in chunk]
                 for key, _ in chunk:
                     mirror.expect_echo(key, None, "explicit")

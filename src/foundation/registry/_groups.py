@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import RegistryClosed
 from ._keys import invalid_key, same_value
-from ._types import EventKind, Registration, RegistryEvent
+from ._types import EventKind, EventReason, Registration, RegistryEvent
 
 __all__ = ["GroupTable"]
 
@@ -219,7 +219,8 @@ class GroupTable:
                     if owner is not None:
                         self._owners.setdefault(owner, {})[(key, seq)] = None
                 kind = EventKind.UPDATED
-        self._notify(RegistryEvent(kind, reg, "explicit" if kind is EventKind.JOINED else "replaced"))
+        reason: EventReason = "explicit" if kind is EventKind.JOINED else "replaced"
+        self._notify(RegistryEvent(kind, reg, reason))
         return reg
 
     def _unindex_owner(self, owner: Hashable | None, handle: _Handle) -> None:

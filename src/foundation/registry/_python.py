@@ -45,7 +45,6 @@ from ._types import (
     EMPTY_METADATA,
     MISSING,
     EventKind,
-    EventReason,
     Health,
     Registration,
     RegistryEvent,
