@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -210,3 +212,20 @@ def test_on_change_callback_that_raises_is_dropped(caplog: pytest.LogCaptureFixt
     assert "callback bug" in caplog.text
     with pytest.raises(TypeError):
         telemetry.on_change(42)  # type: ignore[arg-type]
+
+
+def test_objects_alive_at_interpreter_exit_print_nothing() -> None:
+    """Registries never closed subscribe to telemetry changes until the end:
+    their teardown at exit must not report errors."""
+    code = (
+        "from foundation.registry import Registry\n"
+        "kept = [Registry(backend) for backend in ('python', 'auto')]\n"
+        "names = [f'n{i}' for i in range(100)]\n"
+        "for registry in kept:\n"
+        "    for name in names:\n"
+        "        registry.register_nowait('ns', name, object())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert (result.returncode, result.stderr) == (0, "")

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import types
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -169,14 +170,23 @@ def on_change(callback: Callable[[], object]) -> Callable[[], None]:
     token = object()
     ref: Callable[[], Callable[[], object] | None]
     if hasattr(callback, "__self__") and hasattr(callback, "__func__"):
-        # Its object's end drops the entry at once (not at the next attach or
-        # detach): code that makes and drops many objects (a Registry each)
-        # must not grow this table. A dict pop is atomic: no lock in a
-        # callback the collector may run while this thread holds it.
-        weak = weakref.WeakMethod(callback, lambda _: _change_callbacks.pop(token, None))
+        func = callback.__func__
+        table = _change_callbacks
+
+        def gone(_: object) -> None:
+            # Its object's end drops the entry at once (not at the next
+            # attach or detach): code that makes and drops many objects (a
+            # Registry each) must not grow the table. A dict pop is atomic:
+            # no lock in a callback the collector may run while this thread
+            # holds it; and the table is this closure's own, so it still
+            # works while the interpreter shuts down.
+            table.pop(token, None)
+
+        weak = weakref.ref(callback.__self__, gone)
 
         def ref() -> Callable[[], object] | None:
-            return weak()
+            obj = weak()
+            return None if obj is None else types.MethodType(func, obj)
 
     else:
 
