@@ -473,6 +473,35 @@ static inline PyObject *fdn_make_record5(PyTypeObject *type, PyObject *a,
 #endif
 }
 
+static inline PyObject *fdn_make_record3(PyTypeObject *type, PyObject *a,
+                                         PyObject *b, PyObject *c)
+{
+#if PY_VERSION_HEX >= 0x030E0000
+    PyObject *items = PyTuple_Pack(3, a, b, c);
+    PyObject *args, *t;
+    if (items == NULL)
+        return NULL;
+    args = PyTuple_Pack(1, items);
+    Py_DECREF(items);
+    if (args == NULL)
+        return NULL;
+    t = PyTuple_Type.tp_new(type, args, NULL);
+    Py_DECREF(args);
+    return t;
+#else
+    PyObject *t = type->tp_alloc(type, 3);
+    if (t == NULL)
+        return NULL;
+    Py_INCREF(a);
+    PyTuple_SET_ITEM(t, 0, a);
+    Py_INCREF(b);
+    PyTuple_SET_ITEM(t, 1, b);
+    Py_INCREF(c);
+    PyTuple_SET_ITEM(t, 2, c);
+    return t;
+#endif
+}
+
 static inline PyObject *fdn_make_record2(PyTypeObject *type, PyObject *a,
                                          PyObject *b)
 {

@@ -909,6 +909,29 @@ int fdn_shard_set_meta_t(fdn_shard *s, fdn_rec *rec, void *meta,
     return 0;
 }
 
+int fdn_shard_set_value_t(fdn_shard *s, fdn_rec *rec, void *value,
+                          int value_traced, void **old)
+{
+    fdn_slot *e = &s->main.slots[rec->slot];
+    unsigned tm = FDN_REC_TMASK(rec);
+    unsigned nt = value_traced ? (tm | FDN_T_VALUE) : (tm & ~FDN_T_VALUE);
+    if (popcount8(nt) > popcount8(tm) && refs_reserve(s->refs, popcount8(nt)) < 0)
+        return -1;
+    *old = e->value;
+    e->value = value;
+    if (nt == tm) {
+        if (tm & FDN_T_VALUE)
+            s->refs->v[rec->refs + popcount8(tm & (FDN_T_NS | FDN_T_NAME))] = value;
+    } else {
+        rec->seq = (rec->seq & ~(uint64_t)FDN_T_ALL) | nt;
+        rec_refs_rewrite(s, rec, tm);
+        refs_maybe_compact(s);
+    }
+    s->main.version++;
+    s->version++;
+    return 0;
+}
+
 void *fdn_shard_set_meta(fdn_shard *s, size_t i, void *meta)
 {
     fdn_rec *rec = s->main.recs[i];

@@ -401,6 +401,13 @@ void fdn_shard_remove_at(fdn_shard *s, size_t i, fdn_removed *out);
  */
 int fdn_shard_set_meta_t(fdn_shard *s, fdn_rec *rec, void *meta,
                          int meta_traced, void **old);
+/*
+ * Replace a name's value (not a member's); *old gets the old pointer.
+ * value_traced: whether the new one is traced. 0, or -1 on allocation
+ * failure (nothing changed).
+ */
+int fdn_shard_set_value_t(fdn_shard *s, fdn_rec *rec, void *value,
+                          int value_traced, void **old);
 /* Replace the metadata at main slot i keeping the record's trace mask
  * (never fails: use it only when both metadata are untraced, or traced). */
 void *fdn_shard_set_meta(fdn_shard *s, size_t i, void *meta);

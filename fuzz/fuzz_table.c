@@ -1578,6 +1578,34 @@ static void op_set_meta(reader *r)
         traced ? (model[ns][name].tmask | FDN_T_META) : (model[ns][name].tmask & ~FDN_T_META);
 }
 
+/* A value replace (update_value), which may change what the entry traces
+ * (odd value ids are "traced"), as op_set_meta does for metadata. */
+static void op_set_value(reader *r)
+{
+    unsigned ns = byte(r) % N_NS, name = byte(r) % N_NAMES, bits = byte(r);
+    uint64_t h = main_hash(ns, name);
+    fdn_shard *s = &shards[shard_of(h)];
+    size_t pos;
+    uint64_t ver = s->version, mver = s->main.version;
+    void *value, *old = NULL;
+    int traced, rc;
+    if (!find_main(s, h, kptr(K_NS, ns, bits & 1u), kptr(K_NAME, name, (bits >> 1) & 1u), &pos)) {
+        CHECK(!model[ns][name].live, "set_value: (%u, %u) not found", ns, name);
+        return;
+    }
+    value = new_obj(K_VALUE);
+    traced = kid(value) & 1;
+    rc = fdn_shard_set_value_t(s, s->main.recs[pos], value, traced, &old);
+    TRACE("op %zu: set_value (%u, %u) traced %d: %d\n", cur_op, ns, name, traced, rc);
+    CHECK(rc == 0, "set_value_t failed with no failure armed");
+    CHECK(old == model[ns][name].value, "set_value returned the wrong old value");
+    CHECK(s->main.slots[pos].value == value, "set_value did not store the value");
+    CHECK(s->version > ver && s->main.version > mver, "set_value did not bump the versions");
+    model[ns][name].value = value;
+    model[ns][name].tmask =
+        traced ? (model[ns][name].tmask | FDN_T_VALUE) : (model[ns][name].tmask & ~FDN_T_VALUE);
+}
+
 static fdn_table *pick_table(unsigned b, size_t *si, const char **name)
 {
     fdn_shard *s;
@@ -1855,7 +1883,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             op_owner_removal(&r);
             break;
         case 11:
-            op_set_meta(&r);
+            if (op & 0x80)
+                op_set_value(&r);
+            else
+                op_set_meta(&r);
             break;
         case 12:
             op_resize(&r);

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -110,3 +112,120 @@ def test_attach_from_threads() -> None:
     for t in threads:
         t.join()
     assert telemetry.list_handlers("test.threads") == []
+
+
+def test_has_handler_follows_attach_and_detach() -> None:
+    assert telemetry.has_handler("test.has.x") is False
+    with telemetry.attached("has", "test.has", lambda e, m, d: None):
+        assert telemetry.has_handler("test.has.x") is True
+        assert telemetry.has_handler("test.has") is True
+        assert telemetry.has_handler("test.hash") is False  # whole segments only
+        assert telemetry.has_handler("test") is False
+    assert telemetry.has_handler("test.has.x") is False
+    with telemetry.attached("all", "", lambda e, m, d: None):
+        assert telemetry.has_handler("anything.at.all") is True
+
+
+def test_has_handler_sees_a_broken_handler_go() -> None:
+    def broken(event: str, meas: Mapping[str, float], meta: Mapping[str, Any]) -> None:
+        raise RuntimeError("handler bug")
+
+    telemetry.attach("broken-has", "test.gone", broken)
+    assert telemetry.has_handler("test.gone")
+    logging.getLogger("foundation.telemetry").disabled = True
+    try:
+        telemetry.emit("test.gone", {}, {})
+    finally:
+        logging.getLogger("foundation.telemetry").disabled = False
+    assert not telemetry.has_handler("test.gone")
+
+
+def test_on_change_runs_after_every_attach_and_detach() -> None:
+    seen: list[bool] = []
+    undo = telemetry.on_change(lambda: seen.append(telemetry.has_handler("test.chg.x")))
+    try:
+        telemetry.attach("chg", "test.chg", lambda e, m, d: None)
+        telemetry.detach("chg")
+        telemetry.detach("chg")  # nothing detached: no call
+    finally:
+        undo()
+    telemetry.attach("chg", "test.chg", lambda e, m, d: None)
+    telemetry.detach("chg")
+    assert seen == [True, False]
+
+
+def test_on_change_holds_bound_methods_weakly() -> None:
+    import gc
+
+    class Listener:
+        calls = 0
+
+        def changed(self) -> None:
+            Listener.calls += 1
+
+    listener = Listener()
+    telemetry.on_change(listener.changed)
+    with telemetry.attached("weak", "test.weak", lambda e, m, d: None):
+        pass
+    assert Listener.calls == 2
+    del listener
+    gc.collect()
+    with telemetry.attached("weak", "test.weak", lambda e, m, d: None):
+        pass
+    assert Listener.calls == 2
+
+
+def test_on_change_forgets_a_collected_object_at_once() -> None:
+    """Objects that subscribe and are dropped (a Registry each) leave nothing behind,
+    even when no handler is ever attached or detached again."""
+    import gc
+
+    class Listener:
+        def changed(self) -> None:
+            pass
+
+    gc.collect()
+    before = len(telemetry._change_callbacks)
+    listeners = [Listener() for _ in range(50)]
+    for listener in listeners:
+        telemetry.on_change(listener.changed)
+    assert len(telemetry._change_callbacks) == before + 50
+    del listeners, listener
+    gc.collect()
+    assert len(telemetry._change_callbacks) == before
+
+
+def test_on_change_callback_that_raises_is_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[int] = []
+
+    def bad() -> None:
+        calls.append(1)
+        raise RuntimeError("callback bug")
+
+    telemetry.on_change(bad)
+    with (
+        caplog.at_level(logging.ERROR, logger="foundation.telemetry"),
+        telemetry.attached("drop", "test.drop", lambda e, m, d: None),
+    ):
+        pass
+    assert calls == [1]
+    assert "callback bug" in caplog.text
+    with pytest.raises(TypeError):
+        telemetry.on_change(42)  # type: ignore[arg-type]
+
+
+def test_objects_alive_at_interpreter_exit_print_nothing() -> None:
+    """Registries never closed subscribe to telemetry changes until the end:
+    their teardown at exit must not report errors."""
+    code = (
+        "from foundation.registry import Registry\n"
+        "kept = [Registry(backend) for backend in ('python', 'auto')]\n"
+        "names = [f'n{i}' for i in range(100)]\n"
+        "for registry in kept:\n"
+        "    for name in names:\n"
+        "        registry.register_nowait('ns', name, object())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert (result.returncode, result.stderr) == (0, "")

@@ -8,6 +8,7 @@ catches ``LookupError`` or ``TypeError`` keeps working::
     ├── RegistryError
     │   ├── AlreadyRegistered          (+ ValueError)
     │   ├── NotRegistered              (+ LookupError)
+    │   ├── ValueMismatch              (+ ValueError)
     │   ├── InvalidKey                 (+ TypeError)
     │   ├── InvalidMetadata            (+ TypeError)
     │   ├── InvalidValue               (+ TypeError)
@@ -98,6 +99,7 @@ __all__ = [
     "TaskTimeout",
     "TooManyChildren",
     "UnknownParticipant",
+    "ValueMismatch",
     "WatchOverflow",
 ]
 
@@ -165,6 +167,41 @@ class NotRegistered(RegistryError, LookupError):
             f"{name!r} is not registered in namespace {ns!r}; use get() for a"
             " default, or wait_for() to block until it appears"
         )
+
+
+class ValueMismatch(RegistryError, ValueError):
+    """``update_value(..., expect=...)`` found another value than expected.
+
+    The compare-and-set failed: someone changed the value since you read
+    it; nothing was written. Read the value again (``lookup``) and decide
+    anew. On etcd ``actual`` is what etcd held at that moment (read there,
+    not from the possibly stale local view).
+    """
+
+    #: The ``(namespace, name)`` key that was not updated.
+    key: tuple[Any, Any]
+    #: The value the caller expected (``expect=``).
+    expected: Any
+    #: The value the registry held instead.
+    actual: Any
+
+    def __init__(self, key: tuple[Any, Any], expected: Any, actual: Any) -> None:
+        super().__init__(key, expected, actual)
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+
+    def __str__(self) -> str:
+        ns, name = self.key
+        return (
+            f"{name!r} in namespace {ns!r} holds {_short(self.actual)}, not the expected"
+            f" {_short(self.expected)}; nothing was written: read it again and retry"
+        )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"
 
 
 class InvalidKey(RegistryError, TypeError):

@@ -29,6 +29,12 @@ Events emitted by trio-foundation:
 * ``foundation.cluster.child.{start,stop,move,failed,overrun}``,
   ``foundation.cluster.node.{join,leave,fenced}`` (the distributed
   supervisor; see docs/cluster.rst)
+* ``foundation.registry.{register,unregister,update}`` (each write a
+  registry makes, joins and leaves included) and
+  ``foundation.registry.conflict`` (an etcd registry lost a name to another
+  instance while its lease was lost), emitted only while a handler is
+  attached to a prefix of them: until then the registry does not even build
+  the events (see :func:`has_handler` and :func:`on_change`)
 
 All functions here are synchronous, never block and never checkpoint; they
 are safe to call from any thread.
@@ -38,6 +44,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import types
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, NamedTuple, TypeAlias
@@ -49,7 +57,9 @@ __all__ = [
     "attached",
     "detach",
     "emit",
+    "has_handler",
     "list_handlers",
+    "on_change",
 ]
 
 logger = logging.getLogger("foundation.telemetry")
@@ -73,6 +83,8 @@ _handlers: tuple[HandlerInfo, ...] = ()
 # event name -> handlers matching it. Replaced (not cleared) on every
 # attach/detach, so an emit() racing a writer fills only the old dict.
 _cache: dict[str, tuple[HandlerInfo, ...]] = {}
+# token -> a (weak) callback run after every attach/detach (see on_change)
+_change_callbacks: dict[object, Callable[[], Callable[[], object] | None]] = {}
 
 
 def _matches(prefix: str, event: str) -> bool:
@@ -111,6 +123,7 @@ def attach(handler_id: str, event_prefix: str, handler: Handler) -> None:
             )
         _handlers = (*_handlers, HandlerInfo(handler_id, event_prefix, handler))
         _reset_cache()
+    _changed()
 
 
 def detach(handler_id: str) -> bool:
@@ -122,7 +135,89 @@ def detach(handler_id: str) -> bool:
             return False
         _handlers = kept
         _reset_cache()
-        return True
+    _changed()
+    return True
+
+
+def has_handler(event: str) -> bool:
+    """True if a handler is attached to a prefix of ``event`` (so :func:`emit` would call it).
+
+    As cheap as :func:`emit` with nobody listening: one truth test when no
+    handler at all is attached, one dict lookup after the first call for
+    ``event``. Code whose event is costly to build (its metadata, or the
+    work that produces it) asks first.
+    """
+    if not _handlers:
+        return False
+    matching = _cache.get(event)
+    if matching is None:
+        matching = _matching(event)
+    return bool(matching)
+
+
+def on_change(callback: Callable[[], object]) -> Callable[[], None]:
+    """Call ``callback()`` after every :func:`attach` and :func:`detach`; returns the undo.
+
+    For code that pays for its events only while someone listens: it asks
+    :func:`has_handler` in ``callback`` and starts (or stops) producing
+    them. ``callback`` runs synchronously in the thread that attached or
+    detached, after the change, never under a lock; one that raises is
+    logged and dropped. A bound method is held weakly (its object may be
+    collected, which ends the subscription); any other callable strongly.
+    """
+    if not callable(callback):
+        raise TypeError(f"telemetry change callback must be callable, got {callback!r}")
+    token = object()
+    ref: Callable[[], Callable[[], object] | None]
+    if hasattr(callback, "__self__") and hasattr(callback, "__func__"):
+        func = callback.__func__
+        table = _change_callbacks
+
+        def gone(_: object) -> None:
+            # Its object's end drops the entry at once (not at the next
+            # attach or detach): code that makes and drops many objects (a
+            # Registry each) must not grow the table. A dict pop is atomic:
+            # no lock in a callback the collector may run while this thread
+            # holds it; and the table is this closure's own, so it still
+            # works while the interpreter shuts down.
+            table.pop(token, None)
+
+        weak = weakref.ref(callback.__self__, gone)
+
+        def ref() -> Callable[[], object] | None:
+            obj = weak()
+            return None if obj is None else types.MethodType(func, obj)
+
+    else:
+
+        def ref() -> Callable[[], object] | None:
+            return callback
+
+    with _lock:
+        _change_callbacks[token] = ref
+
+    def undo() -> None:
+        with _lock:
+            _change_callbacks.pop(token, None)
+
+    return undo
+
+
+def _changed() -> None:
+    with _lock:
+        callbacks = list(_change_callbacks.items())
+    for token, ref in callbacks:
+        callback = ref()
+        if callback is None:
+            with _lock:
+                _change_callbacks.pop(token, None)
+            continue
+        try:
+            callback()
+        except Exception:
+            logger.exception("telemetry change callback %r raised and was dropped", callback)
+            with _lock:
+                _change_callbacks.pop(token, None)
 
 
 def list_handlers(event_prefix: str = "") -> list[HandlerInfo]:
@@ -157,12 +252,9 @@ def emit(
     handlers = _handlers
     if not handlers:
         return
-    cache = _cache
-    matching = cache.get(event)
+    matching = _cache.get(event)
     if matching is None:
-        _check_name("event name", event)
-        matching = tuple(h for h in handlers if _matches(h.event_prefix, event))
-        cache[event] = matching
+        matching = _matching(event)
     if not matching:
         return
     meas: Mapping[str, float] = measurements if measurements is not None else {}
@@ -181,6 +273,15 @@ def emit(
             _detach_exact(info)
 
 
+def _matching(event: str) -> tuple[HandlerInfo, ...]:
+    """The handlers matching ``event``, computed and cached."""
+    _check_name("event name", event)
+    cache = _cache
+    matching = tuple(h for h in _handlers if _matches(h.event_prefix, event))
+    cache[event] = matching
+    return matching
+
+
 def _reset_cache() -> None:
     global _cache
     _cache = {}
@@ -190,6 +291,8 @@ def _detach_exact(info: HandlerInfo) -> None:
     global _handlers
     with _lock:
         kept = tuple(h for h in _handlers if h is not info)
-        if len(kept) != len(_handlers):
-            _handlers = kept
-            _reset_cache()
+        if len(kept) == len(_handlers):
+            return
+        _handlers = kept
+        _reset_cache()
+    _changed()

@@ -111,10 +111,11 @@ async def test_a_name_taken_meanwhile_is_reported_never_overwritten(
                 taken.set()
                 await eventually(lambda: a.health_check().ok and a.backend.lease_id != old)
                 await a.sync()
-        # a's watchers: one unregistration of the name it lost, then b's registration
-        assert [(str(e.kind), e.name, e.registration.value) for e in a_events] == [
-            ("unregistered", "contested", "a"),
-            ("registered", "contested", "b"),
+        # a's watchers: one unregistration of the name it lost (reason "lease":
+        # a could not put it back), then b's registration (learnt: "remote")
+        assert [(str(e.kind), e.name, e.registration.value, e.reason) for e in a_events] == [
+            ("unregistered", "contested", "a", "lease"),
+            ("registered", "contested", "b", "remote"),
         ]
         assert len(conflicts) == 1
         assert conflicts[0]["key"] == ("svc", "contested")
@@ -184,7 +185,10 @@ async def test_a_delete_by_someone_else_is_applied_after_the_lease_checks_out(
             await a.sync()  # waits until the delete is told apart from a lease end
             assert ("svc", "x") not in a
             assert a.lookup("svc", "y") == 2
-        assert [(str(e.kind), e.name) for e in events] == [("unregistered", "x")]
+        # not this instance's write: learnt from the watch
+        assert [(str(e.kind), e.name, e.reason) for e in events] == [
+            ("unregistered", "x", "remote")
+        ]
         # deleted on purpose: never put back
         assert a.health_check().details["entries_owned"] == 1
         assert await etcd.get(prefix + 'reg/["svc","x"]') is None
@@ -229,5 +233,7 @@ async def test_unregister_during_a_put_back_waits_for_it_and_wins(
         assert removed == [True]
         assert ("svc", "x") not in a
         assert await etcd.get(prefix + 'reg/["svc","x"]') is None
-        assert [(str(e.kind), e.name) for e in events] == [("unregistered", "x")]
+        assert [(str(e.kind), e.name, e.reason) for e in events] == [
+            ("unregistered", "x", "explicit")
+        ]
         assert a.health_check().details["entries_owned"] == 0

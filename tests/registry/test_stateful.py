@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from foundation import errors
-from foundation.registry import NATIVE, Registry
+from foundation.registry import MISSING, NATIVE, Registry
+from foundation.registry._query import Query
 
 NAMESPACES = st.sampled_from(["ns1", ("ns", 2), 3])
 NAMES = st.sampled_from(["a", "b", 1, ("t", 1)])
@@ -139,6 +140,13 @@ def check_against_model(registry: Registry, model: Model) -> None:
             assert registry.member_count(ns, group) == len(want)
     memberships = [(m.namespace, m.name, m.value) for m in registry.backend.memberships()]
     assert memberships == model.memberships()
+    for owner in ["o1", "o2", ("o", 3)]:
+        want = [repr((ns, n, v)) for (ns, n), (v, _, o) in model.names.items() if o == owner]
+        want += [
+            repr((ns, g, m[0])) for (ns, g), ms in model.groups.items() for m in ms if m[2] == owner
+        ]
+        got = [repr((r.namespace, r.name, r.value)) for r in registry.owned(owner)]
+        assert sorted(got) == sorted(want)
 
 
 class RegistryMachine(RuleBasedStateMachine):
@@ -186,6 +194,20 @@ class RegistryMachine(RuleBasedStateMachine):
             with pytest.raises(errors.NotRegistered):
                 self.registry.update_metadata_nowait(ns, name, md)
 
+    @rule(ns=NAMESPACES, name=NAMES, value=VALUES, expect=st.one_of(st.just(MISSING), VALUES))
+    def update_value(self, ns: Any, name: Any, value: Any, expect: Any) -> None:
+        current = self.model.names.get((ns, name))
+        if current is None:
+            with pytest.raises(errors.NotRegistered):
+                self.registry.update_value_nowait(ns, name, value, expect=expect)
+        elif expect is not MISSING and current[0] != expect:
+            with pytest.raises(errors.ValueMismatch):
+                self.registry.update_value_nowait(ns, name, value, expect=expect)
+        else:
+            reg = self.registry.update_value_nowait(ns, name, value, expect=expect)
+            assert (reg.value, dict(reg.metadata), reg.owner) == (value, current[1], current[2])
+            self.model.names[(ns, name)] = (value, current[1], current[2])
+
     @rule(owner=st.sampled_from(["o1", "o2", ("o", 3), "nobody"]))
     def unregister_owner(self, owner: Any) -> None:
         assert self.registry.unregister_owner_nowait(owner) == self.model.unregister_owner(owner)
@@ -229,6 +251,13 @@ OPS = st.one_of(
     st.tuples(st.just("unregister_owner"), st.sampled_from(["o1", "o2", ("o", 3), "x"])),
     st.tuples(st.just("join"), NAMESPACES, GROUPS, VALUES, METADATA, OWNERS),
     st.tuples(st.just("leave"), NAMESPACES, GROUPS, VALUES),
+    st.tuples(st.just("update_value"), NAMESPACES, NAMES, VALUES),
+    st.tuples(st.just("update_value_cas"), NAMESPACES, NAMES, VALUES, VALUES),
+    st.tuples(
+        st.just("unregister_select"),
+        st.sampled_from(["ns1", ("ns", 2), 3, None]),
+        st.sampled_from([0, 1, 2]),
+    ),
 )
 
 
@@ -247,6 +276,17 @@ def apply(registry: Registry, op: tuple[Any, ...]) -> Any:
             ns, name, md = args
             r = registry.update_metadata_nowait(ns, name, md)
             return ("ok", r.value, dict(r.metadata), r.owner)
+        if kind == "update_value":
+            ns, name, value = args
+            r = registry.update_value_nowait(ns, name, value)
+            return ("ok", r.value, dict(r.metadata), r.owner)
+        if kind == "update_value_cas":
+            ns, name, value, expect = args
+            r = registry.update_value_nowait(ns, name, value, expect=expect)
+            return ("ok", r.value, dict(r.metadata), r.owner)
+        if kind == "unregister_select":
+            ns, role = args
+            return registry.backend.unregister_select(ns, Query({"role": role}, None))
         if kind == "unregister":
             return registry.unregister_nowait(*args)
         if kind == "unregister_owner":
@@ -270,7 +310,11 @@ def all_reads(registry: Registry) -> Any:
         "stats": (registry.stats().registrations, registry.stats().memberships),
         "select all eq": [_reg_repr(r) for r in registry.select(None, where={"role": 1})],
         "select all lt": [_reg_repr(r) for r in registry.select(None, where={"load": ("lt", 2)})],
+        "count_select all lt": registry.count_select(None, where={"load": ("lt", 2)}),
+        "count_select all eq": registry.count_select(None, where={"role": 1}),
     }
+    for owner in ["o1", "o2", ("o", 3), "x"]:
+        out[f"owned {owner!r}"] = [_reg_repr(r) for r in registry.owned(owner)]
     for ns in ["ns1", ("ns", 2), 3]:
         out[f"names {ns!r}"] = list(map(repr, registry.names(ns)))
         out[f"count {ns!r}"] = registry.count(ns)
@@ -278,6 +322,7 @@ def all_reads(registry: Registry) -> Any:
             repr(r.name) for r in registry.select(ns, where={"role": ("lt", 2)})
         ]
         out[f"select eq {ns!r}"] = [repr(r.name) for r in registry.select(ns, where={"role": 0})]
+        out[f"count_select eq {ns!r}"] = registry.count_select(ns, where={"role": 0})
         for name in ["a", "b", 1, ("t", 1)]:
             out[f"get {ns!r} {name!r}"] = repr(registry.get(ns, name, "<absent>"))
         for group in ["g", "h"]:
@@ -296,8 +341,12 @@ def test_native_and_python_agree(ops: list[tuple[Any, ...]]) -> None:
     native = Registry(backend="native", partitions=4, indexes=("role",))
     python = Registry(backend="python", partitions=3)
     events: dict[str, list[Any]] = {"native": [], "python": []}
-    native.backend.subscribe(lambda e: events["native"].append((e.kind, *_reg_repr(e[1]))))
-    python.backend.subscribe(lambda e: events["python"].append((e.kind, *_reg_repr(e[1]))))
+    native.backend.subscribe(
+        lambda e: events["native"].append((e.kind, e.reason, *_reg_repr(e[1])))
+    )
+    python.backend.subscribe(
+        lambda e: events["python"].append((e.kind, e.reason, *_reg_repr(e[1])))
+    )
     try:
         for op in ops:
             assert apply(native, op) == apply(python, op), op

@@ -54,7 +54,13 @@ from ..supervision import ChildSpec, Restart, Supervisor, open_supervisor
 from ._chaos import run_chaos
 from ._config import DemoConfig, plan_faults, worker_names
 from ._local import ROOT
-from ._monitor import cluster_handler, observe_leader, supervisor_handler, watch_names
+from ._monitor import (
+    cluster_handler,
+    observe_leader,
+    supervisor_handler,
+    watch_names,
+    watch_rounds,
+)
 from ._observe import DemoSummary, Observations
 from ._report import PERIOD, Reporter
 from ._snapshot import NAMES_NS, WATCHED_NAMESPACES, registrations_json, settled_tree, tree_json
@@ -329,6 +335,7 @@ async def run_cluster(config: DemoConfig, view: View | None = None) -> DemoSumma
                 async with trio.open_nursery() as nursery:
                     await nursery.start(watch_names, world)
                     await nursery.start(observe_leader, world)
+                    await nursery.start(watch_rounds, world)
                     async with open_supervisor(
                         specs, name=ROOT, max_restarts=len(plan) + 3, max_seconds=10
                     ) as sup:

@@ -25,7 +25,7 @@ from ..registry import open_registry
 from ..supervision import ChildSpec, Restart, Supervisor, open_supervisor, supervisor_spec
 from ._chaos import run_chaos
 from ._config import DemoConfig, plan_faults, worker_names
-from ._monitor import observe_leader, supervisor_handler, watch_names
+from ._monitor import observe_leader, supervisor_handler, watch_names, watch_rounds
 from ._observe import DemoSummary, Observations
 from ._report import Reporter
 from ._snapshot import (
@@ -86,6 +86,7 @@ async def run_local(config: DemoConfig, view: View | None = None) -> DemoSummary
             async with trio.open_nursery() as nursery:
                 await nursery.start(watch_names, world)
                 await nursery.start(observe_leader, world)
+                await nursery.start(watch_rounds, world)
                 workers = supervisor_spec(
                     WORKERS,
                     worker_specs(world, worker_names(config.workers)),

@@ -17,10 +17,16 @@ import trio
 from .. import telemetry
 from ..errors import WatchOverflow
 from ..registry import EventKind
-from ._snapshot import ELECTION, NAMES_NS
+from ._snapshot import ELECTION, LEDGER_NS, NAMES_NS, ROUNDS_TOPIC
 from ._worker import World
 
-__all__ = ["cluster_handler", "observe_leader", "supervisor_handler", "watch_names"]
+__all__ = [
+    "cluster_handler",
+    "observe_leader",
+    "supervisor_handler",
+    "watch_names",
+    "watch_rounds",
+]
 
 logger = logging.getLogger("foundation.demo")
 
@@ -50,6 +56,30 @@ async def watch_names(
                 return  # the registry closed
         except WatchOverflow:
             logger.warning("demo: the name watch fell behind; reading the names again")
+
+
+async def watch_rounds(
+    world: World, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Report each round the ledger records, as announced on its pub/sub topic.
+
+    One ``recorded`` event per message (``round``, ``value``, ``by``: the
+    worker that won the ledger's compare-and-set). Started with
+    ``nursery.start``: subscribed before it returns. A message this
+    subscriber could not buffer in time is dropped for it alone (the
+    publisher never waits); the rounds themselves are counted from the
+    workers' own ``round`` events.
+    """
+    async with world.registry.subscribe(LEDGER_NS, ROUNDS_TOPIC, max_buffer=1000) as messages:
+        task_status.started()
+        async for entry in messages:
+            if isinstance(entry, Mapping):
+                world.event(
+                    "recorded",
+                    round=entry.get("round"),
+                    value=entry.get("value"),
+                    by=entry.get("by"),
+                )
 
 
 async def observe_leader(

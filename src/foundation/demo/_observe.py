@@ -62,7 +62,9 @@ class DemoSummary:
     workers: int
     seconds: float
     elapsed: float
-    #: Rounds agreed: ``{"round", "value", "proposer", "learners", "consistent"}``.
+    #: Rounds agreed: ``{"round", "value", "proposer", "learners", "recorded_by",
+    #: "consistent"}`` (``recorded_by``: the instance that won the round
+    #: ledger's compare-and-set, as announced over pub/sub; None if unseen).
     agreed: tuple[Mapping[str, Any], ...]
     #: Restarts per supervised child (workers; in etcd mode also processes).
     restarts: Mapping[str, int]
@@ -140,6 +142,8 @@ class Observations:
         self.log: collections.deque[dict[str, Any]] = collections.deque(maxlen=200)
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self.rounds: dict[int, _Round] = {}
+        #: round -> (value, instance) the round ledger recorded (announced over pub/sub)
+        self.recorded: dict[int, tuple[Any, Any]] = {}
         self.restarts: collections.Counter[str] = collections.Counter()
         self._restart_counts: dict[tuple[str, str, str], int] = {}
         self.crashes: list[dict[str, Any]] = []
@@ -221,6 +225,10 @@ class Observations:
         if rnd is None:
             rnd = self.rounds[ev["round"]] = _Round(ev["value"], ev.get("proposer"))
         rnd.learners[ev["instance"]] = ev["value"]
+
+    def _on_recorded(self, ev: dict[str, Any]) -> None:
+        if isinstance(ev.get("round"), int):
+            self.recorded.setdefault(ev["round"], (ev.get("value"), ev.get("by")))
 
     def _on_fault(self, ev: dict[str, Any]) -> None:
         self.faults.append({k: v for k, v in ev.items() if k != "kind"})
@@ -434,13 +442,17 @@ class Observations:
         for n in sorted(self.rounds):
             rnd = self.rounds[n]
             values = set(map(repr, rnd.learners.values()))
+            recorded = self.recorded.get(n)
             agreed.append(
                 {
                     "round": n,
                     "value": rnd.value,
                     "proposer": rnd.proposer,
                     "learners": len(rnd.learners),
-                    "consistent": len(values) == 1,
+                    "recorded_by": recorded[1] if recorded is not None else None,
+                    # every learner has the value, and the ledger recorded that one
+                    "consistent": len(values) == 1
+                    and (recorded is None or repr(recorded[0]) in values),
                 }
             )
         failovers = self.failovers()

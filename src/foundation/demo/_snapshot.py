@@ -43,7 +43,10 @@ __all__ = [
     "INSTANCES_NS",
     "LEADER_NAME",
     "LEDGER_LOCK",
+    "LEDGER_NS",
     "NAMES_NS",
+    "ROUNDS_TOPIC",
+    "ROUND_NAME",
     "WATCHED_NAMESPACES",
     "check_snapshot",
     "jsonable",
@@ -66,6 +69,13 @@ NAMES_NS = "demo"
 INSTANCES_NS = "demo.instances"
 #: Poison pills: the fault injector registers ``(CHAOS_NS, instance)`` to crash it.
 CHAOS_NS = "demo.chaos"
+#: The round ledger: ``(LEDGER_NS, ROUND_NAME)`` holds the latest recorded
+#: round ``{"round", "value", "by"}``, moved forward by compare-and-set
+#: (``update_value(..., expect=...)``), and the one worker that moves it
+#: announces the round on the ``(LEDGER_NS, ROUNDS_TOPIC)`` pub/sub topic.
+LEDGER_NS = "demo.ledger"
+ROUND_NAME = "round"
+ROUNDS_TOPIC = "rounds"
 #: Namespaces whose entries belong to workers: all must be gone once they are.
 WATCHED_NAMESPACES = (NAMES_NS, INSTANCES_NS)
 #: The name the leader registers under :data:`NAMES_NS` while it leads (with

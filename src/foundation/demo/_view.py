@@ -232,6 +232,11 @@ def format_summary(summary: DemoSummary, tree: Mapping[str, Any] | None = None) 
     if s.agreed:
         values = " ".join(str(a["value"]) for a in s.agreed[-8:])
         lines.append(f"              last values: {values}")
+        recorded = sum(1 for a in s.agreed if a.get("recorded_by") is not None)
+        lines.append(
+            f"              {recorded} recorded in the round ledger by compare-and-set"
+            " (update_value) and announced over pub/sub"
+        )
     restarts = ", ".join(f"{k}: {v}" for k, v in s.restarts.items()) or "none"
     lines.append(f"  restarts    {restarts}")
     for c in s.crashes:

@@ -22,6 +22,7 @@ what its supervisor restarts.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ from typing import Any
 
 import trio
 
+from .. import errors
 from ..cluster import current_fencing_token
 from ..coordination import Coordinator
 from ..registry import EventKind, Registry
@@ -41,8 +43,13 @@ from ._snapshot import (
     INSTANCES_NS,
     LEADER_NAME,
     LEDGER_LOCK,
+    LEDGER_NS,
     NAMES_NS,
+    ROUND_NAME,
+    ROUNDS_TOPIC,
 )
+
+logger = logging.getLogger("foundation.demo")
 
 __all__ = ["InjectedCrash", "Recorder", "World", "one_error", "run_worker", "wait_name_free"]
 
@@ -251,15 +258,57 @@ async def _rounds(world: World, name: str, instance: str) -> None:
         generation = await barrier.wait(timeout=world.barrier_timeout)
         mine = proposal(world.config.seed, generation, name)
         learned = await world.coord.agree(f"round-{generation}", mine)
+        value = learned.get("value") if isinstance(learned, Mapping) else repr(learned)
         world.event(
             "round",
             round=generation,
             worker=name,
             instance=instance,
-            value=learned.get("value") if isinstance(learned, Mapping) else repr(learned),
+            value=value,
             proposer=learned.get("by") if isinstance(learned, Mapping) else None,
         )
+        await record_round(world, generation, value, instance)
         await trio.sleep(world.config.round_interval)
+
+
+async def record_round(world: World, generation: int, value: Any, instance: str) -> bool:
+    """Move the round ledger to ``generation``; the one worker that does announces it.
+
+    Every worker learns each round's value and tries to record it: a
+    compare-and-set on ``(LEDGER_NS, ROUND_NAME)`` against the entry it saw
+    (``update_value(..., expect=seen)``), so two workers never both record a
+    round, and none overwrites a later one, without any lock. The loser gets
+    the value that won (``ValueMismatch.actual``) and stops once it shows
+    the round recorded. The winner publishes the entry on the ledger's
+    topic (the demo's monitor subscribes). Returns True if this worker
+    recorded the round.
+    """
+    registry = world.registry
+    entry = {"round": generation, "value": value, "by": instance}
+    seen = registry.get(LEDGER_NS, ROUND_NAME)
+    for _ in range(10):  # each failed attempt means another worker moved it
+        if isinstance(seen, Mapping) and seen.get("round", -1) >= generation:
+            return False
+        try:
+            if seen is None:
+                await registry.register(LEDGER_NS, ROUND_NAME, entry)
+            else:
+                await registry.update_value(LEDGER_NS, ROUND_NAME, entry, expect=seen)
+        except errors.ValueMismatch as exc:
+            seen = exc.actual
+            continue
+        except errors.AlreadyRegistered as exc:
+            seen = getattr(exc.holder, "value", None)
+            continue
+        except errors.NotRegistered:
+            seen = None  # its registrant's lease ended (etcd): start it again
+            continue
+        try:
+            await registry.publish(LEDGER_NS, ROUNDS_TOPIC, entry)
+        except errors.EtcdError as exc:
+            logger.warning("demo: round %d recorded, not announced: %s", generation, exc)
+        return True
+    return False
 
 
 async def _campaign(world: World, instance: str, metadata: Mapping[str, Any]) -> None:

@@ -33,6 +33,16 @@ Writes (local backends: synchronous, atomic per call, thread-safe)
       (except ``InvalidKey`` for an unusable key).
     * ``update_metadata(ns, name, metadata) -> Registration``: replaces;
       ``errors.NotRegistered`` if absent.
+    * ``update_value(ns, name, value, expect=MISSING) -> Registration``:
+      replaces the value, keeps owner and metadata (one ``updated`` event);
+      with ``expect`` (anything but :data:`~foundation.registry.MISSING`)
+      only if the current value equals it (``is`` or ``==``), atomically,
+      else ``errors.ValueMismatch(key, expect, actual)``;
+      ``errors.NotRegistered`` if absent.
+    * ``unregister_select(ns, query) -> int``: removes the names of ``ns``
+      (all for None) that ``select(ns, query)`` would return, one
+      ``unregistered`` event each; how many. An entry that changed between
+      the match and its removal (another thread) stays.
     * ``unregister_owner(owner) -> int``: removes every registration and group
       membership of ``owner`` in O(its entries); returns how many.
     * ``join(ns, group, value, metadata=None, *, owner=None) -> Registration``:
@@ -56,10 +66,17 @@ Reads (never block, take no lock on GIL builds, never call back into trio)
     * ``count(ns=None) -> int`` unique names only; ``__len__`` is ``count()``.
     * ``select(ns, query) -> list[Registration]``: ``query`` is a compiled
       :class:`foundation.registry._query.Query`; ``ns=None`` means all.
+    * ``count_select(ns, query) -> int``: ``len(select(ns, query))`` without
+      building the list.
+    * ``owned(owner) -> list[Registration]``: the names and memberships of
+      ``owner``, in O(its entries), in write order (registrations and joins
+      as one sequence); ``[]`` for None or an unknown owner.
     * ``members(ns, group) -> list[Registration]`` (join order);
       ``member_count(ns, group) -> int``; ``memberships() -> list[Registration]``
       (every membership of every group, for ``migrate``).
 
+    ``registrations()``, ``select()``, ``members()`` and ``owned()`` answer
+    in registration (join) order, across namespaces and shards.
     Reads keep answering after ``close()`` from the last state.
 
 Events
@@ -68,7 +85,12 @@ Events
     once the table is consistent and outside any shard lock; an
     ``unregister_owner`` emits one event per removed entry. A listener that
     raises is logged (logger ``foundation.registry``) and the write still
-    stands.
+    stands. Each event carries its ``reason``: ``"explicit"`` (register,
+    unregister, join, leave, unregister_select), ``"owner"``
+    (unregister_owner), ``"replaced"`` (update_value, update_metadata, a
+    re-register or re-join); on etcd also ``"remote"`` (learnt from the
+    watch) and ``"lease"`` (an own entry that could not be put back under a
+    new lease). A backend builds no events while nobody is subscribed.
 
 Admin
     ``stats() -> RegistryStats``; ``health_check() -> Health``;
@@ -83,9 +105,10 @@ Async writes (``is_async = True``: the etcd backend)
     :class:`~foundation.errors.BackendIsAsync` (so the facade's ``*_nowait``
     do), and the facade's async writes call the
     ``a*`` twins instead (after its own ``checkpoint_if_cancelled()``):
-    ``aregister``, ``aunregister``, ``aupdate_metadata``,
-    ``aunregister_owner``, ``ajoin``, ``aleave``, ``aregister_many``, with
-    the same arguments, results and errors as the synchronous forms, plus:
+    ``aregister``, ``aunregister``, ``aupdate_metadata``, ``aupdate_value``,
+    ``aunregister_owner``, ``aunregister_select``, ``ajoin``, ``aleave``,
+    ``aregister_many``, with the same arguments, results and errors as the
+    synchronous forms, plus:
 
     * Cancellation: a write cancelled before it is sent
       writes nothing; once sent it is shielded (bounded by the backend's own
@@ -113,6 +136,13 @@ Async writes (``is_async = True``: the etcd backend)
     * ``aload(registrations, memberships)`` / ``adiscard()``: bulk copy into
       an empty backend for ``migrate()`` (everything checked before anything
       is written), and its undo (delete every entry this instance wrote).
+    * Pub/sub across instances: ``prepare_message(ns, topic, message) ->
+      (message as received, payload)`` checks and encodes (``InvalidKey``,
+      ``InvalidValue``, ``RegistryClosed``; nothing sent);
+      ``publish_remote(payload)`` carries it to every other instance (not
+      back to this one), and ``subscribe_messages(listener)`` hands what
+      the others publish to ``listener(ns, topic, message)`` (None: stop).
+      (``subscribe(listener)`` keeps meaning change events.)
 """
 
 from __future__ import annotations
@@ -120,7 +150,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from ._types import Health, Registration, RegistryEvent, RegistryStats
+from ._types import MISSING, Health, Registration, RegistryEvent, RegistryStats
 
 if TYPE_CHECKING:
     from ..errors import FoundationError
@@ -153,6 +183,8 @@ class Backend(Protocol):
     def list_all(self) -> list[Registration]: ...
     def count(self, ns: Hashable | None = None) -> int: ...
     def select(self, ns: Hashable | None, query: Query) -> list[Registration]: ...
+    def count_select(self, ns: Hashable | None, query: Query) -> int: ...
+    def owned(self, owner: Hashable | None) -> list[Registration]: ...
     def members(self, ns: Hashable, group: Hashable) -> list[Registration]: ...
     def member_count(self, ns: Hashable, group: Hashable) -> int: ...
     def memberships(self) -> list[Registration]: ...
@@ -172,7 +204,11 @@ class Backend(Protocol):
     def update_metadata(
         self, ns: Hashable, name: Hashable, metadata: Mapping[Any, Any] | None
     ) -> Registration: ...
+    def update_value(
+        self, ns: Hashable, name: Hashable, value: Any, expect: Any = MISSING
+    ) -> Registration: ...
     def unregister_owner(self, owner: Hashable) -> int: ...
+    def unregister_select(self, ns: Hashable | None, query: Query) -> int: ...
     def join(
         self,
         ns: Hashable,
@@ -208,7 +244,11 @@ class AsyncWrites(Protocol):
     async def aupdate_metadata(
         self, ns: Hashable, name: Hashable, metadata: Mapping[Any, Any] | None
     ) -> Registration: ...
+    async def aupdate_value(
+        self, ns: Hashable, name: Hashable, value: Any, expect: Any = MISSING
+    ) -> Registration: ...
     async def aunregister_owner(self, owner: Hashable) -> int: ...
+    async def aunregister_select(self, ns: Hashable | None, query: Query) -> int: ...
     async def ajoin(
         self,
         ns: Hashable,
@@ -230,3 +270,6 @@ class AsyncWrites(Protocol):
     async def adiscard(self) -> int: ...
     def scope_owner(self) -> Hashable: ...
     def subscribe_faults(self, listener: Callable[[BaseException], None]) -> Callable[[], None]: ...
+    def prepare_message(self, ns: Hashable, topic: Hashable, message: Any) -> tuple[Any, bytes]: ...
+    async def publish_remote(self, payload: bytes) -> None: ...
+    def subscribe_messages(self, listener: Callable[[Any, Any, Any], None] | None) -> None: ...

@@ -14,10 +14,15 @@ is documented in ``docs/contract.rst`` ("Keys in etcd"); the encoding is
 * :mod:`._etcd_lease`: the lease, kept alive, replaced when lost, and this
   instance's entries put back under the new one.
 
-The other writes (unregister, update_metadata, join, leave...) are single
-etcd calls (:mod:`._etcd_writes` too), each sent at once and shielded
-(bounded by the client's timeout), and applied to the table when etcd
-acknowledged them.
+The other writes (unregister, update_metadata, update_value, join, leave...)
+are single etcd calls (:mod:`._etcd_writes` too), each sent at once and
+shielded (bounded by the client's timeout), and applied to the table when
+etcd acknowledged them.
+
+Pub/sub: ``publish`` puts the message at this instance's message key
+(``prefix + "msg/" + instance``, bound to its lease, overwritten by the next
+one), and every other instance's watch hands each put to its subscribers
+(:attr:`Mirror.on_message`); nothing is replayed to a later subscriber.
 """
 
 from __future__ import annotations
@@ -38,13 +43,16 @@ from . import _compat
 from ._backend import Backend
 from ._etcd_codec import (
     GRP,
+    MSG,
     REG,
     Decoded,
     canonical_value,
     encode_entry,
     encode_key,
     encode_member_key,
+    encode_message,
     encode_owner,
+    json_value,
 )
 from ._etcd_health import health
 from ._etcd_lease import LeaseKeeper
@@ -54,12 +62,13 @@ from ._etcd_watch import Follower
 from ._etcd_writes import Pending, Writer
 from ._keys import check_owner, copy_metadata
 from ._query import Query
-from ._types import Health, Registration, RegistryEvent, RegistryStats
+from ._types import MISSING, Health, Missing, Registration, RegistryEvent, RegistryStats
 
 __all__ = ["EtcdBackend", "open_etcd_backend"]
 
 _Listener = Callable[[RegistryEvent], None]
 _FaultListener = Callable[[BaseException], None]
+_MessageListener = Callable[[Any, Any, Any], None]
 
 
 class EtcdBackend:
@@ -86,10 +95,11 @@ class EtcdBackend:
     list_all: Callable[[], list[Registration]]
     count: Callable[..., int]
     select: Callable[[Hashable | None, Query], list[Registration]]
+    count_select: Callable[[Hashable | None, Query], int]
+    owned: Callable[[Hashable | None], list[Registration]]
     members: Callable[[Hashable, Hashable], list[Registration]]
     member_count: Callable[[Hashable, Hashable], int]
     memberships: Callable[..., list[Registration]]
-    subscribe: Callable[[_Listener], Callable[[], None]]
 
     def __init__(self, client: EtcdClient, table: Backend, *, prefix: str, ttl: int) -> None:
         if table.is_async or len(table) or table.memberships():
@@ -106,19 +116,23 @@ class EtcdBackend:
         self.list_all = table.list_all
         self.count = table.count
         self.select = table.select
+        self.count_select = table.count_select
+        self.owned = table.owned
         self.members = table.members
         self.member_count = table.member_count
         self.memberships = table.memberships
-        self.subscribe = table.subscribe
 
         self._link = link = Link(client, prefix, ttl)
         self._mirror = mirror = Mirror(link, table)
+        # The table's events, relayed with their reason (see _etcd_mirror).
+        self.subscribe = mirror.subscribe
         self._follower = Follower(link, mirror)
         self._keeper = keeper = LeaseKeeper(link, mirror)
         mirror.lease = keeper
         self._writer = Writer(link, mirror, keeper)
         self._id = link.instance_id
         self._prefix = link.raw_prefix
+        self._message_key = link.raw_prefix + MSG + link.instance_id.encode("ascii")
         self._scope_ids = itertools.count(1)
         self._sync_seq = itertools.count(1)
         self._fault_listeners: dict[object, _FaultListener] = {}
@@ -211,6 +225,16 @@ class EtcdBackend:
     def leave(self, ns: Hashable, group: Hashable, value: Any) -> bool:
         """Refused: use ``await registry.leave(...)``."""
         raise errors.BackendIsAsync("leave", self.name)
+
+    def update_value(
+        self, ns: Hashable, name: Hashable, value: Any, expect: Any = MISSING
+    ) -> Registration:
+        """Refused: use ``await registry.update_value(...)``."""
+        raise errors.BackendIsAsync("update_value", self.name)
+
+    def unregister_select(self, ns: Hashable | None, query: Query) -> int:
+        """Refused: use ``await registry.unregister_select(...)``."""
+        raise errors.BackendIsAsync("unregister_select", self.name)
 
     # ------------------------------------------------------------ async writes
 
@@ -319,7 +343,97 @@ class EtcdBackend:
         md = copy_metadata(metadata)
         key = encode_key(self._prefix, REG, ns, name)
         encode_entry(key, None, md, None, self._id)  # JSON and size check before sending
-        return await self._writer.update_metadata(key, ns, name, md)
+
+        def change(holder: Decoded) -> tuple[Any, Mapping[str, Any]]:
+            return holder.value, md
+
+        return await self._writer.update(key, ns, name, change, "update_metadata")
+
+    async def aupdate_value(
+        self, ns: Hashable, name: Hashable, value: Any, expect: Any = MISSING
+    ) -> Registration:
+        """Replace the value of ``(ns, name)``, keeping its metadata, owner and lease.
+
+        With ``expect``, only if the value etcd holds equals it (both as
+        JSON): a compare-and-set on the key's mod_revision, read again from
+        etcd when another write came first, never decided on the local view.
+
+        Raises:
+            NotRegistered, ValueMismatch, InvalidKey, InvalidValue,
+            RegistryClosed, EtcdError
+        """
+        if self._link.closed:
+            raise errors.RegistryClosed()
+        key = encode_key(self._prefix, REG, ns, name)
+        encode_entry(key, value, {}, None, self._id)  # JSON and size check before sending
+        check = not isinstance(expect, Missing)
+        expected = json_value(expect) if check else None
+
+        def change(holder: Decoded) -> tuple[Any, Mapping[str, Any]]:
+            if check and holder.value != expected:
+                raise errors.ValueMismatch((ns, name), expect, holder.value)
+            return value, holder.metadata
+
+        return await self._writer.update(key, ns, name, change, "update_value")
+
+    async def aunregister_select(self, ns: Hashable | None, query: Query) -> int:
+        """Delete the names of ``ns`` (all for None) that match ``query``; how many.
+
+        The matches come from the local view; each is deleted only if etcd
+        still holds it unchanged (its mod_revision), 64 keys (128
+        operations) per txn, so a name that changed (or went) meanwhile stays and is not
+        counted. One ``unregistered`` event each (reason ``"explicit"``).
+
+        Raises:
+            RegistryClosed; EtcdError; whatever the query's predicate raises.
+        """
+        if self._link.closed:
+            raise errors.RegistryClosed()
+        revs = self._mirror.revs
+        found: list[tuple[bytes, int]] = []
+        for reg in self._table.select(ns, query):
+            key = encode_key(self._prefix, REG, reg.namespace, reg.name)
+            revision = revs.get(key)
+            if revision:
+                found.append((key, revision))
+        return await self._writer.delete_unchanged(found)
+
+    # ------------------------------------------------------------- pub/sub
+
+    def prepare_message(self, ns: Hashable, topic: Hashable, message: Any) -> tuple[Any, bytes]:
+        """``(message as subscribers receive it, payload)`` for :meth:`publish_remote`.
+
+        Raises:
+            InvalidKey: ``ns`` or ``topic`` is not portable.
+            InvalidValue: ``message`` is not JSON, or too large.
+            RegistryClosed: the registry is closed.
+        """
+        if self._link.closed:
+            raise errors.RegistryClosed()
+        _, raw, json_message = encode_message(self._prefix, self._id, ns, topic, message)
+        return json_message, raw
+
+    async def publish_remote(self, payload: bytes) -> None:
+        """Write a prepared message where every other instance's watch sees it.
+
+        Sent at once and shielded; the key is this instance's message key,
+        bound to its lease (waiting, bounded, for one while a lost lease is
+        replaced).
+
+        Raises:
+            RegistryClosed, EtcdError
+        """
+        if self._link.closed:
+            raise errors.RegistryClosed()
+        await self._writer.publish(self._message_key, payload)
+
+    def subscribe_messages(self, listener: _MessageListener | None) -> None:
+        """Hand messages other instances publish to ``listener(ns, topic, message)``.
+
+        One listener (the registry's topics); None stops the delivery (and
+        the decoding of messages).
+        """
+        self._mirror.on_message = listener
 
     async def aunregister_owner(self, owner: Hashable) -> int:
         """Delete every name and membership this instance wrote with ``owner``; how many.
@@ -335,7 +449,7 @@ class EtcdBackend:
         if not keys:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return 0
-        return await self._writer.delete_keys(keys, count=True)
+        return await self._writer.delete_keys(keys, count=True, reason="owner")
 
     def _member(
         self, ns: Any, group: Any, value: Any, metadata: Mapping[Any, Any] | None, owner: Any

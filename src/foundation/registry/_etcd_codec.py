@@ -10,6 +10,10 @@ One documented encoding, so any process (or ``etcdctl``) reads the same keys:
   canonical JSON (sorted keys; integral floats as ints, so ``1 == 1.0`` are
   one member as they are locally). The key stays short however big the value.
 * ``sync()`` sentinels live under ``prefix + "sync/"``.
+* Pub/sub messages live at ``prefix + "msg/" + instance``: one key per
+  publishing instance (bound to its lease), overwritten by each
+  ``publish``; every other instance's watch sees each put. The value is
+  ``{"n": ns, "t": topic, "m": message}``.
 * ``prefix + "cluster/"`` is reserved for the distributed supervisor
   (``foundation.cluster``), which keeps its own keys there: the registry
   neither reads nor counts them.
@@ -53,6 +57,7 @@ __all__ = [
     "GRP",
     "MAX_ENTRY_BYTES",
     "MAX_NESTING",
+    "MSG",
     "REG",
     "SYNC",
     "Decoded",
@@ -61,14 +66,18 @@ __all__ = [
     "encode_entry",
     "encode_key",
     "encode_member_key",
+    "encode_message",
     "encode_owner",
     "from_json_key",
+    "json_value",
     "to_json",
 ]
 
 REG = b"reg/"
 GRP = b"grp/"
 SYNC = b"sync/"
+#: Pub/sub messages, one key per publishing instance.
+MSG = b"msg/"
 #: The distributed supervisor's subtree under a registry's prefix (keys without a lease).
 CLUSTER = b"cluster/"
 
@@ -245,6 +254,15 @@ def to_json(obj: Any, depth: int = 0) -> Any:
     raise TypeError(f"a {type(obj).__name__} has no JSON form")
 
 
+def json_value(value: Any) -> Any:
+    """``value`` as it comes back from a JSON round trip.
+
+    Raises:
+        InvalidValue: no JSON form, or nested deeper than MAX_NESTING.
+    """
+    return _json_value(value)
+
+
 def _json_value(value: Any) -> Any:
     try:
         return to_json(value)
@@ -396,3 +414,50 @@ def decode_entry(prefix_len: int, key: bytes, raw: bytes) -> Decoded | None:
     if type(instance) is not str:
         instance = ""
     return Decoded(kind == GRP, ns, name, body["v"], metadata, owner, instance)
+
+
+# -- pub/sub messages --------------------------------------------------------------
+
+
+def encode_message(
+    prefix: bytes, instance: str, ns: Any, topic: Any, message: Any
+) -> tuple[bytes, bytes, Any]:
+    """``(key, raw, json_message)`` of a message ``instance`` publishes to ``(ns, topic)``.
+
+    ``json_message`` is the message as every subscriber receives it (after
+    a JSON round trip).
+
+    Raises:
+        InvalidKey: ``ns`` or ``topic`` is not a portable key.
+        InvalidValue: the message is not JSON, or too large.
+    """
+    hash_key(ns, topic)
+    _check_portable(ns, topic)
+    json_message = _json_value(message)
+    raw = _dumps({"n": ns, "t": topic, "m": json_message}).encode("utf-8")
+    key = prefix + MSG + instance.encode("ascii")
+    size = len(raw) + len(key)
+    if size > MAX_ENTRY_BYTES:
+        raise InvalidValue(
+            message,
+            f"the message is {size} bytes as JSON; etcd takes at most {MAX_ENTRY_BYTES}"
+            " per request: publish a reference to large data instead",
+        )
+    return key, raw, json_message
+
+
+def decode_message(prefix_len: int, key: bytes, raw: bytes) -> tuple[str, Any, Any, Any]:
+    """``(instance, ns, topic, message)`` of a message key and its value.
+
+    Raises:
+        ValueError: not a message this library wrote.
+    """
+    if key[prefix_len : prefix_len + 4] != MSG:
+        raise ValueError("not a message key")
+    instance = key[prefix_len + 4 :].decode("ascii")
+    if too_deep(raw, _MAX_TEXT_NESTING):
+        raise ValueError(f"the message is JSON {_TOO_DEEP}")
+    body = _loads(raw)
+    if type(body) is not dict or not {"n", "t", "m"} <= body.keys():
+        raise ValueError("not a pub/sub message")
+    return instance, from_json_key(body["n"]), from_json_key(body["t"]), body["m"]

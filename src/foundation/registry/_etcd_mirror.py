@@ -26,6 +26,19 @@ event and ``foundation.registry.conflict`` telemetry. A delete of an entry
 bound to the lease that seems alive is a *suspect* until a keepalive tells
 a deliberate delete (dropped now) from a lease that just ended (an orphan).
 
+**Why an entry changed.** The table's change events ARE the backend's,
+relayed with the reason the mirror knows (``RegistryEvent.reason``): a write
+of this instance gives ``"explicit"`` (an update: ``"replaced"``), or the
+reason its writer gave (``"owner"`` for ``unregister_owner``); anything the
+watch brings is ``"remote"``, another instance's lease ending included; an
+own entry that could not be put back under a new lease is dropped with
+``"lease"``. The table builds events only while someone listens, and so
+does the relay.
+
+**Pub/sub messages** (``prefix + "msg/" + instance``) are not entries: the
+watch hands each put of another instance to :attr:`Mirror.on_message`
+(while the registry has subscribers), and reads pass over them.
+
 The watch that feeds the table, and how fresh the view is, are
 :mod:`._etcd_watch`'s.
 """
@@ -43,15 +56,29 @@ import trio
 from .. import errors, telemetry
 from ..etcd import KeyValue
 from ._backend import Backend
-from ._etcd_codec import CLUSTER, SYNC, Decoded, decode_entry, decode_key
+from ._etcd_codec import (
+    CLUSTER,
+    GRP,
+    MSG,
+    SYNC,
+    Decoded,
+    decode_entry,
+    decode_key,
+    decode_message,
+)
 from ._etcd_link import Link, logger
+from ._events import Listeners
 from ._keys import same_owner
-from ._types import EMPTY_METADATA, Registration
+from ._types import EMPTY_METADATA, EventKind, EventReason, Registration, RegistryEvent
 
 __all__ = ["LeaseState", "Mirror", "registration"]
 
 #: Tombs kept before the ones the watch has passed are pruned.
 MAX_TOMBS = 4096
+
+#: ``on_message(ns, topic, message)``: a message another instance published.
+MessageListener = Callable[[Any, Any, Any], None]
+_UPDATED = EventKind.UPDATED
 
 
 class LeaseState(Protocol):
@@ -85,6 +112,13 @@ class Mirror:
         prefix = link.raw_prefix
         self._sync_prefix = prefix + SYNC
         self._cluster_prefix = prefix + CLUSTER
+        self._msg_prefix = prefix + MSG
+        #: Why the table changes now (set by each write before it touches the table).
+        self.reason: EventReason = "remote"
+        self._listeners = Listeners()
+        self._unsubscribe_table: Callable[[], None] | None = None
+        #: Where messages of other instances go (None: nobody subscribed here).
+        self.on_message: MessageListener | None = None
         #: key -> mod_revision of every entry in the table
         self.revs: dict[bytes, int] = {}
         #: key -> revision of the newest delete known (events older than it are stale)
@@ -95,6 +129,10 @@ class Mirror:
         self.in_flight: dict[bytes, Any] = {}
         #: keys with another write in flight: their tombs are kept
         self.writing: dict[bytes, int] = {}
+        #: key -> (raw value, reason) of a write of this instance in flight (raw
+        #: None: a delete), so the watch's echo of it, when it comes before
+        #: etcd's answer, is told as this instance's write, not a remote one
+        self.echoes: dict[bytes, tuple[bytes | None, EventReason]] = {}
         self._released = trio.Event()
 
         #: entries this instance wrote, the lease each is bound to, and by owner
@@ -118,13 +156,50 @@ class Mirror:
 
     # ------------------------------------------------------------ applying
 
+    # ------------------------------------------------------------ events
+
+    def subscribe(self, listener: Callable[[RegistryEvent], None]) -> Callable[[], None]:
+        """The backend's ``subscribe``: the table's events, with their reason.
+
+        The relay is subscribed to the table only while someone listens, so
+        writes build no events otherwise (as on a local backend).
+        """
+        unsubscribe = self._listeners.add(listener)
+        if self._unsubscribe_table is None:
+            self._unsubscribe_table = self.table.subscribe(self._relay)
+
+        def undo() -> None:
+            unsubscribe()
+            if not self._listeners.subscriptions and self._unsubscribe_table is not None:
+                self._unsubscribe_table()
+                self._unsubscribe_table = None
+
+        return undo
+
+    def _relay(self, event: RegistryEvent) -> None:
+        reason = self.reason
+        kind = event[0]
+        if reason == "explicit" and kind == _UPDATED:
+            reason = "replaced"
+        self._listeners.notify(RegistryEvent(kind, event[1], reason))
+
+    # ------------------------------------------------------------ applying
+
     def apply_put(
-        self, key: bytes, entry: Decoded, revision: int, lease: int | None = None
+        self,
+        key: bytes,
+        entry: Decoded,
+        revision: int,
+        lease: int | None = None,
+        *,
+        reason: EventReason = "remote",
     ) -> Registration | None:
         """Apply an entry as of ``revision`` (``lease``: the one it is bound to, if known).
 
-        Returns the new Registration; None if the table knows newer, or
-        already held exactly this entry (nothing changed, no event).
+        ``reason``: why, for the events (an update by this instance reads
+        ``"replaced"`` when ``reason`` is ``"explicit"``). Returns the new
+        Registration; None if the table knows newer, or already held exactly
+        this entry (nothing changed, no event).
         """
         if revision <= self.revs.get(key, 0) or revision <= self.tombs.get(key, 0):
             return None
@@ -132,6 +207,20 @@ class Mirror:
             return None
         self.tombs.pop(key, None)
         self.revs[key] = revision
+        old = self.mine.get(key)
+        if (
+            old is not None
+            and entry.instance != self.link.instance_id
+            and self._lost_with_lease(key)
+        ):
+            # Another instance took one of ours while our lease was lost: ours
+            # goes first (reason "lease"), then theirs comes (never merged
+            # into one "updated" event that would hide the loss).
+            self.report_conflict(old, entry)
+            self._forget(key, old)
+            self.reason = "lease"
+            self._remove_table(key, old)
+        self.reason = reason
         reg = self._put_table(key, entry)
         self._track(key, entry, lease)
         return reg
@@ -156,10 +245,18 @@ class Mirror:
             return table.register(
                 entry.ns, entry.name, entry.value, entry.metadata, owner=entry.owner
             )
-        if current.value == entry.value and same_owner(current.owner, entry.owner):
-            if dict(current.metadata) == entry.metadata:
-                return None  # put back as it was (a new lease): nothing to tell
-            return table.update_metadata(entry.ns, entry.name, entry.metadata)
+        if same_owner(current.owner, entry.owner):
+            same_metadata = dict(current.metadata) == entry.metadata
+            if current.value == entry.value:
+                if same_metadata:
+                    return None  # put back as it was (a new lease): nothing to tell
+                return table.update_metadata(entry.ns, entry.name, entry.metadata)
+            # A new value (update_value, here or elsewhere): one "updated"
+            # event, as locally, not an unregistration and a registration.
+            reg = table.update_value(entry.ns, entry.name, entry.value)
+            if not same_metadata:
+                reg = table.update_metadata(entry.ns, entry.name, entry.metadata)
+            return reg
         table.unregister(entry.ns, entry.name)
         return table.register(entry.ns, entry.name, entry.value, entry.metadata, owner=entry.owner)
 
@@ -180,9 +277,9 @@ class Mirror:
             if entry.owner is not None:
                 self.by_owner.setdefault(entry.owner, {})[key] = None
         elif old is not None:
-            # Another instance holds the name now.
-            if self._lost_with_lease(key):
-                self.report_conflict(old, entry)
+            # Another instance holds the name now (it overwrote ours while
+            # our lease was alive: a join of the same member; a conflict was
+            # handled by apply_put).
             self._forget(key, old)
 
     def _lost_with_lease(self, key: bytes) -> bool:
@@ -206,10 +303,12 @@ class Mirror:
             if not keys:
                 del self.by_owner[owner]
 
-    def apply_delete(self, key: bytes, revision: int, *, ours: bool) -> bool:
+    def apply_delete(
+        self, key: bytes, revision: int, *, ours: bool, reason: EventReason = "remote"
+    ) -> bool:
         """Apply a delete as of ``revision``; ``ours``: this instance deleted it.
 
-        True if an entry left the view.
+        ``reason``: why, for the event. True if an entry left the view.
         """
         if self.link.closed:
             return False
@@ -231,28 +330,35 @@ class Mirror:
                 if self.lease is not None:
                     self.lease.check_suspects()
             return False
-        self._drop(key)
+        self._drop(key, reason)
         return True
 
-    def _drop(self, key: bytes) -> None:
+    def _drop(self, key: bytes, reason: EventReason) -> None:
         """Remove ``key`` from the view (an unregistered/left event) and from ``mine``."""
         self.revs.pop(key, None)
         entry = self.mine.get(key)
         if entry is not None:
             self._forget(key, entry)
+        self.reason = reason
+        self._remove_table(key, None)
+
+    def _remove_table(self, key: bytes, entry: Decoded | None) -> None:
+        """Take ``key``'s entry out of the table (its event has ``self.reason``)."""
         member = self.members.pop(key, None)
         if member is not None:
             self.table.leave(member[0], member[1], member[2])
+        elif entry is not None and not entry.is_member:
+            self.table.unregister(entry.ns, entry.name)
         else:
             decoded = decode_key(self.link.plen, key)
-            if decoded is not None:
+            if decoded is not None and decoded[0] != GRP:
                 self.table.unregister(decoded[1], decoded[2])
 
     def deleted_deliberately(self, checked: dict[bytes, int]) -> None:
         """The lease outlived these suspects' deletes: someone deleted them; drop them."""
         for key, revision in checked.items():
             if self.suspects.get(key) == revision:
-                self._drop(key)
+                self._drop(key, "remote")
 
     def lease_lost(self) -> None:
         """The lease ended: every suspect went with it, and the view may be stale now."""
@@ -287,7 +393,7 @@ class Mirror:
                 self.lease.check_suspects()
             return True
         if revision > self.revs.get(key, 0):
-            self.apply_put(key, written, revision, lease)
+            self.apply_put(key, written, revision, lease, reason="explicit")
         return True
 
     def report_conflict(self, ours: Decoded, holder: Decoded | None) -> None:
@@ -301,6 +407,8 @@ class Mirror:
             (ours.ns, ours.name),
             taken,
         )
+        if not telemetry.has_handler("foundation.registry.conflict"):
+            return
         telemetry.emit(
             "foundation.registry.conflict",
             {"conflicts": float(self.conflicts)},
@@ -320,11 +428,12 @@ class Mirror:
         if self.mine.get(key) is not entry:
             return
         self.report_conflict(entry, holder)
-        self._drop(key)
+        self._drop(key, "lease")
 
     def apply_events(self, events: Sequence[Any]) -> None:
         revs, tombs, in_flight = self.revs, self.tombs, self.in_flight
         sync_prefix, cluster_prefix = self._sync_prefix, self._cluster_prefix
+        msg_prefix = self._msg_prefix
         top = 0
         for event in events:
             kv = event.kv
@@ -337,19 +446,48 @@ class Mirror:
                     continue  # our own write (applied already) or older than it
                 if key.startswith(sync_prefix) or key.startswith(cluster_prefix):
                     continue
+                if key.startswith(msg_prefix):
+                    if self.on_message is not None:
+                        self._message(kv)
+                    continue
                 pending = in_flight.get(key)
                 if pending is not None and pending.raw == kv.value:
                     # our own write, echoed before its txn answered: no decoding
-                    self.apply_put(key, pending.entry, revision, kv.lease)
+                    self.apply_put(key, pending.entry, revision, kv.lease, reason="explicit")
                     continue
                 entry = self.decode_or_none(kv)
                 if entry is not None:
-                    self.apply_put(key, entry, revision, kv.lease)
+                    echo = self.echoes.get(key)
+                    if echo is not None and echo[0] == kv.value:
+                        self.apply_put(key, entry, revision, kv.lease, reason=echo[1])
+                    else:
+                        self.apply_put(key, entry, revision, kv.lease)
                 elif key in revs:
                     self.apply_delete(key, revision, ours=False)  # overwritten with garbage
-            elif not (key.startswith(sync_prefix) or key.startswith(cluster_prefix)):
-                self.apply_delete(key, revision, ours=False)
+            elif not (
+                key.startswith(sync_prefix)
+                or key.startswith(cluster_prefix)
+                or key.startswith(msg_prefix)
+            ):
+                echo = self.echoes.get(key)
+                if echo is not None and echo[0] is None:
+                    self.apply_delete(key, revision, ours=True, reason=echo[1])
+                else:
+                    self.apply_delete(key, revision, ours=False)
         self._advance(top)
+
+    def _message(self, kv: KeyValue) -> None:
+        """Hand a message another instance published to :attr:`on_message`."""
+        try:
+            instance, ns, topic, message = decode_message(self.link.plen, kv.key, kv.value)
+        except (ValueError, TypeError, RecursionError) as exc:
+            self._foreign(kv.key, exc)
+            return
+        if instance == self.link.instance_id:
+            return  # our own echo: our subscribers had it when it was published
+        listener = self.on_message
+        if listener is not None:
+            listener(ns, topic, message)
 
     def _advance(self, revision: int) -> None:
         if revision <= self.applied:
@@ -368,10 +506,10 @@ class Mirror:
     def diff_apply(self, kvs: list[KeyValue], revision: int) -> None:
         """Make the table what etcd held at ``revision`` (initial load, after compaction)."""
         present: set[bytes] = set()
-        sync_prefix, cluster_prefix = self._sync_prefix, self._cluster_prefix
+        skipped = (self._sync_prefix, self._cluster_prefix, self._msg_prefix)
         for kv in sorted(kvs, key=attrgetter("create_revision")):  # join order
             key = kv.key
-            if key.startswith(sync_prefix) or key.startswith(cluster_prefix):
+            if key.startswith(skipped):  # no replay of messages, either
                 continue
             present.add(key)
             if self.revs.get(key) == kv.mod_revision:
@@ -439,6 +577,18 @@ class Mirror:
             event.set()
         self._sync_waiters.clear()
         self._suspects_changed()
+
+    def expect_echo(self, key: bytes, raw: bytes | None, reason: EventReason) -> None:
+        """This instance is about to write ``raw`` at ``key`` (None: delete it); see ``echoes``.
+
+        The writer calls :meth:`forget_echo` once etcd answered.
+        """
+        self.echoes[key] = (raw, reason)
+
+    def forget_echo(self, key: bytes, raw: bytes | None) -> None:
+        echo = self.echoes.get(key)
+        if echo is not None and echo[0] == raw:
+            del self.echoes[key]
 
     def hold(self, keys: Iterable[bytes]) -> Callable[[], None]:
         """Keep the tombs of ``keys`` while a write to them is in flight; returns the release."""

@@ -1,7 +1,8 @@
 """The etcd backend's write path: registrations queued, coalesced and sent in batched txns.
 
 (The other writes, single etcd calls, are at the end: :meth:`Writer.delete_key`,
-:meth:`Writer.update_metadata`, :meth:`Writer.put_member`.)
+:meth:`Writer.update`, :meth:`Writer.put_member`, :meth:`Writer.delete_unchanged`,
+:meth:`Writer.publish`.)
 
 Concurrent ``register()`` calls are queued and coalesced by a flusher task
 into one txn of up to 100 create-if-absent puts (etcd allows 128 operations
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import copy
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import trio
@@ -38,13 +39,14 @@ from ..etcd import (
     op_delete,
     op_put,
     op_range,
+    op_txn,
 )
 from ._etcd_codec import Decoded, encode_entry, reencode
 from ._etcd_lease import MAX_TXN_OPS, LeaseKeeper
 from ._etcd_link import Link, logger
 from ._etcd_mirror import Mirror, registration
 from ._keys import same_owner
-from ._types import Registration
+from ._types import EventReason, Registration
 
 __all__ = ["Pending", "Writer"]
 
@@ -287,7 +289,7 @@ class Writer:
                     entry = item.entry
                     bound = None if item.updating else lease.id
                     item.result = mirror.apply_put(
-                        item.key, entry, revision, bound
+                        item.key, entry, revision, bound, reason="explicit"
                     ) or registration(entry)
                 self.writes += len(pending)
                 return
@@ -349,18 +351,25 @@ class Writer:
         if link.closed:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return False
-        await self.mirror.wait_unheld((key,))
+        mirror = self.mirror
+        await mirror.wait_unheld((key,))
         with trio.CancelScope(shield=True):
-            result = await link.call(link.client.delete, key)
-            self.mirror.apply_delete(key, result.header.revision, ours=True)
+            mirror.expect_echo(key, None, "explicit")
+            try:
+                result = await link.call(link.client.delete, key)
+            finally:
+                mirror.forget_echo(key, None)
+            mirror.apply_delete(key, result.header.revision, ours=True, reason="explicit")
         if result.deleted:
             self.writes += 1
         return result.deleted > 0
 
-    async def delete_keys(self, keys: list[bytes], *, count: bool = False) -> int:
+    async def delete_keys(
+        self, keys: list[bytes], *, count: bool = False, reason: EventReason = "explicit"
+    ) -> int:
         """Delete ``keys`` (at most MAX_TXN_OPS per txn); how many were there.
 
-        ``count``: add them to :attr:`writes`.
+        ``count``: add them to :attr:`writes`; ``reason``: of their events.
         """
         link = self.link
         removed = 0
@@ -368,20 +377,39 @@ class Writer:
         with trio.CancelScope(shield=True):
             for start in range(0, len(keys), MAX_TXN_OPS):
                 chunk = keys[start : start + MAX_TXN_OPS]
-                result = await link.call(link.client.txn, [], [op_delete(k) for k in chunk])
+                for key in chunk:
+                    self.mirror.expect_echo(key, None, reason)
+                try:
+                    result = await link.call(link.client.txn, [], [op_delete(k) for k in chunk])
+                finally:
+                    for key in chunk:
+                        self.mirror.forget_echo(key, None)
                 for key, response in zip(chunk, result.responses, strict=False):
-                    self.mirror.apply_delete(key, result.revision, ours=True)
+                    self.mirror.apply_delete(key, result.revision, ours=True, reason=reason)
                     removed += getattr(response, "deleted", 0)
         if count:
             self.writes += removed
         return removed
 
-    async def update_metadata(
-        self, key: bytes, ns: Any, name: Any, metadata: Mapping[Any, Any]
+    async def update(
+        self,
+        key: bytes,
+        ns: Any,
+        name: Any,
+        change: Callable[[Decoded], tuple[Any, Mapping[str, Any]]],
+        what: str,
     ) -> Registration:
-        """Replace the metadata at ``key`` (a CAS on its mod_revision, read again on failure).
+        """Replace what ``change(holder) -> (json value, metadata)`` says at ``key``.
 
-        The entry keeps its value, owner, instance and lease, whoever wrote it.
+        A compare-and-set on the key's mod_revision, read again from etcd
+        (never the local view) when another write came first; ``change`` may
+        raise to refuse (``update_value``'s ``expect=``), and then nothing is
+        written. The entry keeps its owner, instance and lease, whoever wrote
+        it. ``what`` names the operation in errors.
+
+        Raises:
+            NotRegistered: the key is absent in etcd.
+            EtcdError: etcd failed, or 20 races were lost in a row.
         """
         link, mirror = self.link, self.mirror
         release = mirror.hold([key])
@@ -392,32 +420,38 @@ class Writer:
                     holder = mirror.decode_or_none(kvs[0]) if kvs else None
                     if holder is None:
                         raise errors.NotRegistered((ns, name))
-                    raw, _, json_metadata = encode_entry(
-                        key, holder.value, metadata, holder.owner, holder.instance
+                    value, metadata = change(holder)
+                    raw, json_value, json_metadata = encode_entry(
+                        key, value, metadata, holder.owner, holder.instance
                     )
-                    result = await link.call(
-                        link.client.txn,
-                        [compare_mod(key, "==", kvs[0].mod_revision)],
-                        [op_put(key, raw, ignore_lease=True)],
-                        [op_range(key)],
-                    )
+                    mirror.expect_echo(key, raw, "explicit")
+                    try:
+                        result = await link.call(
+                            link.client.txn,
+                            [compare_mod(key, "==", kvs[0].mod_revision)],
+                            [op_put(key, raw, ignore_lease=True)],
+                            [op_range(key)],
+                        )
+                    finally:
+                        mirror.forget_echo(key, raw)
                     if result.succeeded:
                         entry = Decoded(
                             False,
                             ns,
                             name,
-                            holder.value,
+                            json_value,
                             json_metadata,
                             holder.owner,
                             holder.instance,
                         )
                         self.writes += 1
-                        return mirror.apply_put(key, entry, result.revision) or registration(entry)
+                        reg = mirror.apply_put(key, entry, result.revision, reason="explicit")
+                        return reg or registration(entry)
                     kvs = _kvs(result.responses[0]) if result.responses else []
         finally:
             release()
         raise errors.EtcdError(
-            f"update_metadata of {(ns, name)!r} lost 20 races in a row; try again",
+            f"{what} of {(ns, name)!r} lost 20 races in a row; try again",
             None,
             link.endpoint,
         )
@@ -428,12 +462,63 @@ class Writer:
         release = mirror.hold([key])
         try:
             with trio.CancelScope(shield=True):
-                result, lease_id = await self.keeper.put_with_lease(key, raw)
-                reg = mirror.apply_put(key, entry, result.header.revision, lease_id)
+                mirror.expect_echo(key, raw, "explicit")
+                try:
+                    result, lease_id = await self.keeper.put_with_lease(key, raw)
+                finally:
+                    mirror.forget_echo(key, raw)
+                reg = mirror.apply_put(
+                    key, entry, result.header.revision, lease_id, reason="explicit"
+                )
         finally:
             release()
         self.writes += 1
         return reg or registration(entry)
+
+    async def delete_unchanged(self, found: Sequence[tuple[bytes, int]]) -> int:
+        """Delete each ``(key, mod_revision)`` only if etcd still holds that revision.
+
+        Each key is a nested txn with its own compare, so a key that changed
+        meanwhile stays and the others still go; etcd counts a nested txn's
+        operations against what the outer one leaves of --max-txn-ops, so
+        one txn takes MAX_TXN_OPS // 2 keys (128 operations in all). Returns
+        how many were deleted (events: reason ``"explicit"``).
+        """
+        link, mirror = self.link, self.mirror
+        if not found:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return 0
+        keys = [key for key, _ in found]
+        await mirror.wait_unheld(keys)
+        removed = 0
+        with trio.CancelScope(shield=True):
+            per_txn = MAX_TXN_OPS // 2
+            for start in range(0, len(found), per_txn):
+                chunk = found[start : start + per_txn]
+                ops = [op_txn([compare_mod(k, "==", rev)], [op_delete(k)]) for k, rev in chunk]
+                for key, _ in chunk:
+                    mirror.expect_echo(key, None, "explicit")
+                try:
+                    result = await link.call(link.client.txn, [], ops)
+                finally:
+                    for key, _ in chunk:
+                        mirror.forget_echo(key, None)
+                for (key, _), response in zip(chunk, result.responses, strict=True):
+                    if getattr(response, "succeeded", False) and _deleted(response):
+                        mirror.apply_delete(key, result.revision, ours=True, reason="explicit")
+                        removed += 1
+        self.writes += removed
+        return removed
+
+    async def publish(self, key: bytes, raw: bytes) -> None:
+        """Put a pub/sub message at this instance's message key (bound to the lease)."""
+        with trio.CancelScope(shield=True):
+            await self.keeper.put_with_lease(key, raw)
+
+
+def _deleted(response: Any) -> bool:
+    inner = response.responses
+    return bool(inner) and getattr(inner[0], "deleted", 0) > 0
 
 
 def _kvs(response: object) -> list[Any]:

@@ -16,6 +16,7 @@ waiting, watching and migration.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import logging
 import threading
@@ -34,13 +35,15 @@ from ._backend import AsyncWrites, Backend
 from ._events import Listeners
 from ._keys import same_value
 from ._make import make_backend
+from ._pubsub import Subscription, Topics, topic_key
 from ._query import Query
-from ._types import EventKind, Health, Registration, RegistryEvent, RegistryStats
+from ._telemetry import RegistryTelemetry
+from ._types import MISSING, EventKind, Health, Registration, RegistryEvent, RegistryStats
 
 if TYPE_CHECKING:
     from ..etcd import EtcdClient, EtcdSettings
 
-__all__ = ["Registry", "RegistryWatch", "ScopeOwner", "open_registry"]
+__all__ = ["Registry", "RegistryWatch", "ScopeOwner", "Subscription", "open_registry"]
 
 # The base class that gives Registry its C lookup()/get() (see the module
 # docstring); a plain object when the extension is not in use.
@@ -246,6 +249,7 @@ class Registry(_ReadFront):
         def count(self, ns: Hashable | None = None) -> int: ...
         def members(self, ns: Hashable, group: Hashable) -> list[Registration]: ...
         def member_count(self, ns: Hashable, group: Hashable) -> int: ...
+        def owned(self, owner: Hashable | None) -> list[Registration]: ...
 
         # synchronous writes (BackendIsAsync on an async backend)
         def register_nowait(
@@ -260,6 +264,9 @@ class Registry(_ReadFront):
         def unregister_nowait(self, ns: Hashable, name: Hashable) -> bool: ...
         def update_metadata_nowait(
             self, ns: Hashable, name: Hashable, metadata: Mapping[Any, Any] | None
+        ) -> Registration: ...
+        def update_value_nowait(
+            self, ns: Hashable, name: Hashable, value: Any, expect: Any = MISSING
         ) -> Registration: ...
         def unregister_owner_nowait(self, owner: Hashable) -> int: ...
         def join_nowait(
@@ -297,7 +304,11 @@ class Registry(_ReadFront):
         self._unsubscribe_faults: Callable[[], None] | None = None
         # Set while migrate() finishes its copy into an async backend: writes wait.
         self._gate: trio.Event | None = None
+        # pub/sub: this instance's subscriptions
+        self._topics = Topics()
         self._bind()
+        # Telemetry listens to the events only while a handler is attached.
+        self._telemetry = RegistryTelemetry(self._listen, self._backend_name)
 
     def _bind(self) -> None:
         b = self._backend
@@ -328,16 +339,27 @@ class Registry(_ReadFront):
                 )
             self._awrites: AsyncWrites | None = b
             self._unsubscribe_faults = b.subscribe_faults(self._on_fault)
+            # what other instances publish reaches this instance's subscribers
+            b.subscribe_messages(self._on_remote_message)
         else:
             self._awrites = None
+
+    def _backend_name(self) -> str:
+        return self._backend.name
+
+    def _on_remote_message(self, ns: Any, topic: Any, message: Any) -> None:
+        """A message another instance published (the etcd watch hands it over)."""
+        self._topics.deliver(ns, topic, message)
 
     def _on_fault(self, error: BaseException) -> None:
         """The backend's view may have gone stale: every watch raises ``error``.
 
         If the backend closed itself over it, waiters wake with
-        RegistryClosed and watches end.
+        RegistryClosed, and watches and subscriptions end.
         """
         closed = self._backend.closed
+        if closed:
+            self._topics.end_all()
         for consumer in list(self._consumers):
             if isinstance(consumer, RegistryWatch):
                 consumer._waker.call(consumer._fail, error)
@@ -405,9 +427,63 @@ class Registry(_ReadFront):
         """
         return self._backend.select(ns, Query(where, predicate))
 
+    def count_select(
+        self,
+        ns: Hashable | None,
+        where: Mapping[str, Any] | None = None,
+        predicate: Callable[[Registration], bool] | None = None,
+    ) -> int:
+        """How many registrations :meth:`select` would return, without building them.
+
+        Same criteria as :meth:`select` (Elixir's ``Registry.count_select``).
+
+        Raises:
+            InvalidQuery: a malformed criterion.
+        """
+        return self._backend.count_select(ns, Query(where, predicate))
+
+    def dispatch(self, ns: Hashable, group: Hashable, fn: Callable[..., object], *args: Any) -> int:
+        """Call ``fn(registration, *args)`` for each member of group ``(ns, group)``.
+
+        Members as this registry sees them, in join order (Elixir's
+        ``Registry.dispatch``). Synchronous: ``fn`` runs in the caller.
+        An exception raised by ``fn`` propagates once every member was
+        called: itself if it was the only one, else an ``ExceptionGroup`` of
+        them all. Returns how many members were called.
+
+        Raises:
+            ConfigError: ``fn`` is not callable.
+            InvalidKey: the group key cannot be hashed or compared.
+        """
+        if not callable(fn):
+            raise errors.ConfigError(
+                f"dispatch() needs a callable fn(registration, *args), not {type(fn).__name__}"
+            )
+        members = self._backend.members(ns, group)
+        failures: list[Exception] = []
+        for reg in members:
+            try:
+                fn(reg, *args)
+            except Exception as exc:
+                failures.append(exc)
+        if len(failures) == 1:
+            raise failures[0]
+        if failures:
+            raise ExceptionGroup(
+                f"dispatch() to group {group!r} of namespace {ns!r}:"
+                f" {len(failures)} of {len(members)} calls raised",
+                failures,
+            )
+        return len(members)
+
     def stats(self) -> RegistryStats:
-        """Counters of the backend in use (lookups, writes, conflicts, sizes)."""
-        return self._backend.stats()
+        """Counters of the backend in use (lookups, writes, conflicts, sizes),
+        and the pub/sub messages full subscriber buffers dropped."""
+        stats = self._backend.stats()
+        dropped = self._topics.dropped
+        if dropped:
+            stats = dataclasses.replace(stats, dropped_messages=stats.dropped_messages + dropped)
+        return stats
 
     def health_check(self) -> Health:
         """Whether the backend can serve reads and writes now."""
@@ -463,6 +539,61 @@ class Registry(_ReadFront):
         reg = self._backend.update_metadata(ns, name, metadata)
         await trio.lowlevel.cancel_shielded_checkpoint()
         return reg
+
+    async def update_value(
+        self, ns: Hashable, name: Hashable, value: Any, *, expect: Any = MISSING
+    ) -> Registration:
+        """Replace the value of ``(ns, name)``, keeping its owner and metadata.
+
+        With ``expect=`` (anything but :data:`~foundation.registry.MISSING`;
+        ``None`` is a value too) it is a compare-and-set: the value is
+        replaced only if the current one is ``expect`` or equals it, else
+        :class:`~foundation.errors.ValueMismatch` (carrying the actual
+        value) and nothing is written. On etcd, etcd decides (one txn on the
+        key's revision); the entry keeps its lease and owner. One
+        ``updated`` event (reason ``"replaced"``). Checkpoints.
+
+        Raises:
+            NotRegistered, ValueMismatch, InvalidKey, RegistryClosed; on etcd
+            also InvalidValue (not JSON) and EtcdError.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._gate is not None:
+            await self._gate.wait()  # a migration is switching backends
+        aw = self._awrites
+        if aw is not None:
+            return await aw.aupdate_value(ns, name, value, expect)
+        reg = self._backend.update_value(ns, name, value, expect)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return reg
+
+    async def unregister_select(
+        self,
+        ns: Hashable | None,
+        where: Mapping[str, Any] | None = None,
+        predicate: Callable[[Registration], bool] | None = None,
+    ) -> int:
+        """Remove the names :meth:`select` matches (Elixir's ``unregister_match``); how many.
+
+        One ``unregistered`` event each (reason ``"explicit"``). An entry
+        that changed after it matched (another writer) stays. On etcd each
+        match is deleted only if unchanged there, at most 128 per txn.
+        Checkpoints.
+
+        Raises:
+            InvalidQuery: a malformed criterion (nothing removed).
+            RegistryClosed: after :meth:`close`.
+        """
+        query = Query(where, predicate)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._gate is not None:
+            await self._gate.wait()  # a migration is switching backends
+        aw = self._awrites
+        if aw is not None:
+            return await aw.aunregister_select(ns, query)
+        removed = self._backend.unregister_select(ns, query)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return removed
 
     async def unregister_owner(self, owner: Hashable) -> int:
         """Remove every registration and membership of ``owner``; how many. Checkpoints."""
@@ -664,18 +795,113 @@ class Registry(_ReadFront):
         finally:
             self._remove_consumer(watch)
 
-    def _add_consumer(self, consumer: RegistryWatch | _Waiter) -> None:
-        self._consumers[consumer] = self._fanout.add(consumer._on_event)
+    # -- pub/sub -------------------------------------------------------------
+    @asynccontextmanager
+    async def subscribe(
+        self, ns: Hashable, topic: Hashable, *, max_buffer: int = 100
+    ) -> AsyncIterator[Subscription]:
+        """Receive the messages published to ``(ns, topic)`` while the block runs.
+
+        An async iterator of messages: each once, as published (after a JSON
+        round trip on etcd), in publish order per publisher. Subscriptions
+        are this registry instance's own: they are not group members and
+        write nothing (on etcd neither). A subscriber that falls more than
+        ``max_buffer`` messages behind misses the newer ones (counted in
+        ``sub.dropped`` and ``stats().dropped_messages``): a publisher never
+        waits for it. There is no replay: a message published before the
+        block was entered is not received. Iteration ends when the registry
+        closes. Entering and leaving do not block.
+
+        Raises:
+            InvalidKey: ``ns`` or ``topic`` is not hashable (on etcd: not portable).
+            ConfigError: ``max_buffer`` is not an int >= 1.
+            RegistryClosed: the registry is closed.
+        """
+        topic_key(ns, topic)
+        aw = self._awrites
+        if aw is not None:
+            aw.prepare_message(ns, topic, None)  # a portable key (and open)
+        if self._backend.closed:
+            raise errors.RegistryClosed()
+        sub = self._topics.open(ns, topic, max_buffer)
+        try:
+            yield sub
+        finally:
+            self._topics.close(sub)
+
+    async def publish(self, ns: Hashable, topic: Hashable, message: Any) -> int:
+        """Hand ``message`` to every subscriber of ``(ns, topic)``; how many local ones took it.
+
+        Never waits for a subscriber: a full buffer drops the message for
+        that subscriber only. On etcd the message (JSON) is also written
+        under the registry's prefix, bound to this instance's lease, and
+        every other instance's watch hands it to its own subscribers (the
+        return value counts only this instance's). That is an etcd write per
+        message: control-plane rates (hundreds per second), not a data bus.
+        Checkpoints.
+
+        Raises:
+            InvalidKey: ``ns`` or ``topic`` is not hashable (on etcd: not portable).
+            InvalidValue: on etcd, ``message`` is not JSON.
+            RegistryClosed: the registry is closed.
+            EtcdError: on etcd, the message could not be written (then no
+                local subscriber got it either).
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        topic_key(ns, topic)
+        aw = self._awrites
+        if aw is not None:
+            received, payload = aw.prepare_message(ns, topic, message)
+            await aw.publish_remote(payload)
+            return self._topics.deliver(ns, topic, received)
+        if self._backend.closed:
+            raise errors.RegistryClosed()
+        taken = self._topics.deliver(ns, topic, message)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return taken
+
+    def publish_nowait(self, ns: Hashable, topic: Hashable, message: Any) -> int:
+        """:meth:`publish`, synchronously: local backends only.
+
+        Raises:
+            BackendIsAsync: on etcd (use ``await publish(...)``).
+            InvalidKey, RegistryClosed: as :meth:`publish`.
+        """
+        if self._awrites is not None:
+            raise errors.BackendIsAsync("publish", self._backend.name)
+        topic_key(ns, topic)
+        if self._backend.closed:
+            raise errors.RegistryClosed()
+        return self._topics.deliver(ns, topic, message)
+
+    # -- listeners -------------------------------------------------------------
+    def _listen(self, listener: Callable[[RegistryEvent], None]) -> Callable[[], None]:
+        """Receive the backend's events until the returned stop() is called;
+        the backend is subscribed only while someone listens."""
+        unsubscribe = self._fanout.add(listener)
         if self._unsubscribe_backend is None:
             self._unsubscribe_backend = self._backend.subscribe(self._fanout.notify)
+        stopped = False
+
+        def stop() -> None:
+            nonlocal stopped
+            if stopped:
+                return
+            stopped = True
+            unsubscribe()
+            if not self._fanout and self._unsubscribe_backend is not None:
+                self._unsubscribe_backend()
+                self._unsubscribe_backend = None
+
+        return stop
+
+    def _add_consumer(self, consumer: RegistryWatch | _Waiter) -> None:
+        self._consumers[consumer] = self._listen(consumer._on_event)
 
     def _remove_consumer(self, consumer: RegistryWatch | _Waiter) -> None:
-        unsubscribe = self._consumers.pop(consumer, None)
-        if unsubscribe is not None:
-            unsubscribe()
-        if not self._consumers and self._unsubscribe_backend is not None:
-            self._unsubscribe_backend()
-            self._unsubscribe_backend = None
+        stop = self._consumers.pop(consumer, None)
+        if stop is not None:
+            stop()
 
     # -- migration and closing -----------------------------------------------
     async def migrate(self, other: str | Backend) -> None:
@@ -813,6 +1039,8 @@ class Registry(_ReadFront):
         (on etcd the lease is revoked in the background: ``aclose()`` waits).
         """
         self._backend.close()
+        self._telemetry.close()
+        self._topics.end_all()
         for consumer in list(self._consumers):
             consumer._waker.call(consumer._end)
 
@@ -842,9 +1070,18 @@ _BOUND_READS = (
     "count",
     "members",
     "member_count",
+    "owned",
 )
 #: Writes whose backend method is the facade's ``<name>_nowait``.
-_NOWAIT_WRITES = ("register", "unregister", "update_metadata", "unregister_owner", "join", "leave")
+_NOWAIT_WRITES = (
+    "register",
+    "unregister",
+    "update_metadata",
+    "update_value",
+    "unregister_owner",
+    "join",
+    "leave",
+)
 
 
 def _would_block(operation: str, backend: str) -> Callable[..., Any]:

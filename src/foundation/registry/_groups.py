@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import RegistryClosed
 from ._keys import invalid_key, same_value
-from ._types import EventKind, Registration, RegistryEvent
+from ._types import EventKind, EventReason, Registration, RegistryEvent
 
 __all__ = ["GroupTable"]
 
@@ -219,7 +219,8 @@ class GroupTable:
                     if owner is not None:
                         self._owners.setdefault(owner, {})[(key, seq)] = None
                 kind = EventKind.UPDATED
-        self._notify(RegistryEvent(kind, reg))
+        reason: EventReason = "explicit" if kind is EventKind.JOINED else "replaced"
+        self._notify(RegistryEvent(kind, reg, reason))
         return reg
 
     def _unindex_owner(self, owner: Hashable | None, handle: _Handle) -> None:
@@ -275,7 +276,7 @@ class GroupTable:
         """
         removed = self.take_owner(owner)
         for _, reg in removed:
-            self._notify(RegistryEvent(EventKind.LEFT, reg))
+            self._notify(RegistryEvent(EventKind.LEFT, reg, "owner"))
         return len(removed)
 
     def take_owner(self, owner: Hashable | None) -> list[tuple[int, Registration]]:
@@ -301,6 +302,25 @@ class GroupTable:
                 removed.append((seq, self._remove(key, grp, seq)))
         removed.sort(key=_first)
         return removed
+
+    def owned(self, owner: Hashable | None) -> list[tuple[int, Registration]]:
+        """The memberships of ``owner`` as ``(join sequence, registration)``
+        (unsorted); O(its memberships)."""
+        if owner is None:
+            return []
+        try:
+            handles = self._owners.get(owner)
+        except Exception:
+            return []
+        if not handles:
+            return []
+        found: list[tuple[int, Registration]] = []
+        for key, seq in list(handles):
+            grp = self._groups.get(key)
+            reg = None if grp is None else grp.entries.get(seq)
+            if reg is not None:
+                found.append((seq, reg))
+        return found
 
     def members(self, ns: Any, group: Any) -> list[Registration]:
         """The group's members in join order (an empty list if none)."""

@@ -144,6 +144,8 @@ cdef extern from "fdn_table.h" nogil:
     void fdn_shard_remove_at(fdn_shard *s, size_t i, fdn_removed *out) noexcept
     int fdn_shard_set_meta_t(fdn_shard *s, fdn_rec *rec, void *meta,
                              int meta_traced, void **old) noexcept
+    int fdn_shard_set_value_t(fdn_shard *s, fdn_rec *rec, void *value,
+                              int value_traced, void **old) noexcept
     int fdn_shard_join(fdn_shard *s, uint64_t gh, void *ns, void *group,
                        fdn_list *gl, uint64_t mh, int loose, void *value, void *meta,
                        void *owner, uint64_t own_hash, fdn_list *ownl, uint64_t seq,
@@ -216,6 +218,7 @@ cdef extern from "fdn_python.h":
     object fdn_make_record5(PyTypeObject *t, object a, object b, object c,
                             object d, object e)
     object fdn_make_record2(PyTypeObject *t, object a, object b)
+    object fdn_make_record3(PyTypeObject *t, object a, object b, object c)
     # raw reference counting on PyObject* taken out of the table
     void fdn_incref "Py_INCREF"(PyObject *o) noexcept
     void fdn_decref "Py_DECREF"(PyObject *o) noexcept

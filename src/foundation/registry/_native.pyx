@@ -39,6 +39,7 @@ from foundation.errors import (
     InvalidKey,
     NotRegistered,
     RegistryClosed,
+    ValueMismatch,
 )
 from foundation.registry._events import Listeners
 from foundation.registry._keys import (
@@ -51,6 +52,7 @@ from foundation.registry._keys import (
 from foundation.registry._mdindex import MetadataIndex
 from foundation.registry._types import (
     EMPTY_METADATA,
+    MISSING,
     EventKind,
     Health,
     Registration,
@@ -70,6 +72,10 @@ cdef object _UPDATED = EventKind.UPDATED
 cdef object _UNREGISTERED = EventKind.UNREGISTERED
 cdef object _JOINED = EventKind.JOINED
 cdef object _LEFT = EventKind.LEFT
+# RegistryEvent.reason
+cdef object _EXPLICIT = "explicit"
+cdef object _OWNER = "owner"
+cdef object _REPLACED = "replaced"
 
 
 # ---------------------------------------------------------------- helpers
@@ -151,8 +157,8 @@ cdef inline object _reg(object ns, object name, object value, object md, object 
     return fdn_make_record5(_REG_T, ns, name, value, md, owner)
 
 
-cdef inline object _event(object kind, object reg):
-    return fdn_make_record2(_EVENT_T, kind, reg)
+cdef inline object _event(object kind, object reg, object reason):
+    return fdn_make_record3(_EVENT_T, kind, reg, reason)
 
 
 cdef struct _item:
@@ -1102,6 +1108,107 @@ cdef class NativeBackend:
             return self._scan_eq(ns, pairs, query.metadata_matches)
         return self._scan(ns, query.metadata_matches)
 
+    def count_select(self, ns, query):
+        """How many registrations ``select(ns, query)`` would return,
+        without building them: the metadata of each entry of ``ns`` is
+        tested as it is stored."""
+        cdef _lbuf lb
+        cdef bint all_ns = ns is None
+        cdef uint64_t nh, seq
+        cdef size_t g, k0, k1, i, nseg = self._nseg()
+        cdef Py_ssize_t n = 0
+        if self._index is not None:
+            keys = self._index.candidates(ns, query)
+            if keys is not None:
+                for kns, kname in keys:
+                    reg = self._registration_seq(kns, kname, &seq)
+                    if reg is not None and query.matches(reg):
+                        n += 1
+                return n
+        if query.predicate is not None:
+            # the predicate takes whole registrations
+            test = query.matches
+            for reg in self.registrations(ns):
+                if test(reg):
+                    n += 1
+            return n
+        matches = query.metadata_matches
+        nh = self._ns_hash(ns, all_ns)
+        lb.items = NULL
+        lb.n = lb.cap = 0
+        try:
+            for g in range(nseg):
+                self._seg(g, &k0, &k1)
+                with cython.critical_section(<object>self._locks[k0]):
+                    self._gather_light(k0, k1, ns, nh, all_ns, &lb)
+                # Python code from here: the metadata references are ours
+                for i in range(lb.n):
+                    if matches(<object>lb.items[i].meta):
+                        n += 1
+                _lbuf_clear(&lb)
+        finally:
+            _lbuf_clear(&lb)
+            PyMem_Free(lb.items)
+        return n
+
+    def owned(self, owner):
+        """The names and memberships of ``owner``, in write order;
+        O(partitions + its entries). ``[]`` for None or an unknown owner.
+
+        Raises:
+            InvalidKey: ``owner`` is not hashable.
+        """
+        cdef Py_hash_t ho
+        cdef uint64_t oh, ver
+        cdef size_t k
+        cdef fdn_shard *s
+        cdef fdn_list *l
+        cdef fdn_rec *rec
+        cdef _buf b
+        cdef int r
+        cdef list out
+        check_owner(owner)
+        if owner is None:
+            return []
+        ho = fdn_hash(<PyObject *>owner)
+        if ho == -1:
+            _raise_owner(owner)
+        oh = fdn_mix1(<uint64_t>ho)
+        b.items = NULL
+        b.n = b.cap = 0
+        try:
+            for k in range(self._n):
+                s = &self._sh[k]
+                if s.own.used == 0:
+                    continue
+                with cython.critical_section(<object>self._locks[k]):
+                    while True:
+                        ver = s.version
+                        r = self._find_list(s, &s.own, oh, owner, ver, &l)
+                        if r < 0:
+                            # an owner whose __eq__ raises owns nothing here
+                            # (as in the python twin)
+                            fdn_xdecref(fdn_fetch_exception())
+                            r = 0
+                        if r != 2:
+                            break
+                    if r == 1:
+                        # no Python code runs during the walk
+                        _buf_reserve(&b, l.count)
+                        rec = l.first
+                        while rec != NULL:
+                            if FDN_REC_MEMBER(rec):
+                                _take_member(&b, rec)
+                            else:
+                                _take(&b, s, rec, True)
+                            rec = rec.own_next
+            if b.n > 1:
+                qsort(b.items, b.n, sizeof(_item), _cmp_items)
+            out = _registrations_of(&b)
+        finally:
+            _buf_release(&b, True)
+        return out
+
     cdef list _select_keys(self, object keys, object query):
         """The live registrations of candidate ``keys`` that match, in
         registration order."""
@@ -1689,7 +1796,8 @@ cdef class NativeBackend:
             if self._index is not None:
                 self._index.add(ns, name, md)
         if self._nsubs > 0:
-            self._listeners.notify(_event(kind, reg))
+            self._listeners.notify(
+                _event(kind, reg, _EXPLICIT if kind is _REGISTERED else _REPLACED))
         return reg
 
     def unregister(self, ns, name):
@@ -1728,15 +1836,16 @@ cdef class NativeBackend:
             self._mutated()
         self._forget(ns)
         if self._nsubs > 0 or self._index is not None:
-            self._released(&out, 1)
+            self._released(&out, 1, _EXPLICIT)
         else:
             _drop_removed(&out)  # nobody to tell: just drop the references
         return True
 
-    cdef int _released(self, fdn_removed *outs, size_t n) except -1:
+    cdef int _released(self, fdn_removed *outs, size_t n, object reason) except -1:
         """Take over the references of removed entries (names and members,
         in the order given), update the metadata index, emit one
-        ``unregistered`` / ``left`` event each, then drop them."""
+        ``unregistered`` / ``left`` event each (with ``reason``), then drop
+        them."""
         cdef size_t i
         cdef fdn_removed *o
         regs = []
@@ -1773,7 +1882,8 @@ cdef class NativeBackend:
                     self._index.remove(reg[0], reg[1], reg[3])
         if self._nsubs > 0:
             for member, reg in regs:
-                self._listeners.notify(_event(_LEFT if member else _UNREGISTERED, reg))
+                self._listeners.notify(
+                    _event(_LEFT if member else _UNREGISTERED, reg, reason))
         return 0
 
     def update_metadata(self, ns, name, metadata):
@@ -1840,8 +1950,161 @@ cdef class NativeBackend:
             self._index.remove(cur_ns, cur_name, old)
             self._index.add(cur_ns, cur_name, md)
         if self._nsubs > 0:
-            self._listeners.notify(_event(_UPDATED, reg))
+            self._listeners.notify(_event(_UPDATED, reg, _REPLACED))
         return reg
+
+    def update_value(self, ns, name, value, expect=MISSING):
+        """Replace the value of ``(ns, name)``, keeping its owner and metadata.
+
+        With ``expect`` (anything but ``MISSING``), only if the current value
+        is it or equals it (an ``__eq__`` that raises means "not equal"),
+        checked and written atomically.
+
+        Raises:
+            NotRegistered: nothing is registered there.
+            ValueMismatch: ``expect`` does not match the current value.
+            InvalidKey: the key cannot be hashed or compared.
+            RegistryClosed: after :meth:`close`.
+        """
+        cdef Py_hash_t h1, h2
+        if self._closed:
+            raise RegistryClosed()
+        h1 = fdn_hash(<PyObject *>ns)
+        if h1 == -1:
+            _raise_key(ns, name)
+        h2 = fdn_hash(<PyObject *>name)
+        if h2 == -1:
+            _raise_key(ns, name)
+        return self._update_value(ns, name, value, expect,
+                                  fdn_mix2(<uint64_t>h1, <uint64_t>h2))
+
+    cdef object _update_value(self, object ns, object name, object value, object expect,
+                              uint64_t h):
+        cdef size_t idx, pos
+        cdef fdn_shard *s = self._shard(h, &idx)
+        cdef fdn_slot *e
+        cdef fdn_rec *rec
+        cdef PyObject *old_value = NULL
+        cdef PyObject *old_reg = NULL
+        cdef uint64_t ver
+        cdef int r
+        cdef bint same
+        cdef bint traced = fdn_traced(<PyObject *>value)
+        cur_ns = cur_name = cur_value = cur_md = cur_owner = None
+        with cython.critical_section(<object>self._locks[idx]):
+            while True:
+                # drop what a previous pass held before probing (see _register)
+                cur_ns = cur_name = cur_value = cur_md = cur_owner = None
+                if self._closed:
+                    raise RegistryClosed()
+                r = self._find(s, h, ns, name, &pos)
+                if r < 0:
+                    _raise_key(ns, name)
+                if r == 0:
+                    raise NotRegistered((ns, name))
+                ver = s.version
+                cur_value = <object>s.main.slots[pos].value
+                if expect is not MISSING:
+                    same = cur_value is expect or same_value(cur_value, expect)
+                    if s.version != ver:
+                        continue  # an __eq__ re-entered and changed the shard
+                    if not same:
+                        raise ValueMismatch((ns, name), expect, cur_value)
+                e = &s.main.slots[pos]
+                rec = s.main.recs[pos]
+                cur_ns = <object>e.a
+                cur_name = <object>e.b
+                cur_md = <object>rec.meta
+                cur_owner = <object>rec.owner if FDN_REC_OWNED(rec) else None
+                if fdn_shard_set_value_t(s, rec, <PyObject *>value, traced,
+                                         <void **>&old_value) < 0:
+                    raise MemoryError()
+                fdn_incref(<PyObject *>value)
+                old_reg = <PyObject *>rec.reg  # stale now (dropped below)
+                rec.reg = NULL
+                break
+            s.writes += 1
+            self._mutated()
+        # the table is consistent: now Python code may run
+        self._forget(ns)
+        if old_reg != NULL:
+            fdn_decref(old_reg)
+        fdn_decref(old_value)  # cur_value still holds it
+        reg = _reg(cur_ns, cur_name, value, cur_md, cur_owner)
+        if self._nsubs > 0:
+            self._listeners.notify(_event(_UPDATED, reg, _REPLACED))
+        return reg
+
+    def unregister_select(self, ns, query):
+        """Remove the names of ``ns`` (``None``: of every namespace) that
+        ``select(ns, query)`` returns; one ``unregistered`` event each.
+
+        An entry that another writer changed between the match and its
+        removal stays.
+
+        Returns:
+            How many were removed.
+
+        Raises:
+            RegistryClosed: after :meth:`close`.
+            InvalidKey: ``ns`` cannot be hashed or compared.
+        """
+        cdef Py_ssize_t n = 0
+        if self._closed:
+            raise RegistryClosed()
+        for reg in self.select(ns, query):
+            if self._index is None:
+                n += self._unregister_if(reg)
+            else:
+                with self._index_lock:
+                    n += self._unregister_if(reg)
+        return n
+
+    cdef int _unregister_if(self, object reg) except -1:
+        """Remove ``reg``'s entry if it is still the one ``reg`` shows
+        (same stored key, value, metadata and owner objects): 1, else 0."""
+        cdef uint64_t h
+        cdef size_t idx, pos
+        cdef fdn_shard *s
+        cdef fdn_slot *e
+        cdef fdn_rec *rec
+        cdef fdn_removed out
+        cdef PyObject *po
+        cdef int r
+        r_ns = reg[0]
+        r_name = reg[1]
+        r_value = reg[2]
+        r_md = reg[3]
+        r_owner = reg[4]
+        _key_hash(r_ns, r_name, &h)
+        s = self._shard(h, &idx)
+        with cython.critical_section(<object>self._locks[idx]):
+            if self._closed:
+                return 0
+            r = self._find(s, h, r_ns, r_name, &pos)
+            if r < 0:
+                fdn_xdecref(fdn_fetch_exception())  # gone odd: leave it
+                return 0
+            if r == 0:
+                return 0
+            e = &s.main.slots[pos]
+            rec = s.main.recs[pos]
+            po = <PyObject *>FDN_REC_OWNER(rec)
+            if po == NULL:
+                po = <PyObject *>None
+            if (e.a != <PyObject *>r_ns or e.b != <PyObject *>r_name
+                    or e.value != <PyObject *>r_value or rec.meta != <PyObject *>r_md
+                    or po != <PyObject *>r_owner):
+                return 0  # changed since it matched
+            fdn_shard_remove_at(s, pos, &out)
+            s.writes += 1
+            self._mutated()
+        self._forget(r_ns)
+        if self._nsubs > 0 or self._index is not None:
+            self._released(&out, 1, _EXPLICIT)
+        else:
+            _drop_removed(&out)
+        return 1
 
     def unregister_owner(self, owner):
         """Remove every registration and membership of ``owner``.
@@ -1914,7 +2177,7 @@ cdef class NativeBackend:
             if total:
                 # one event each, in the order they were written
                 qsort(outs, total, sizeof(fdn_removed), _cmp_removed)
-                self._released(outs, total)
+                self._released(outs, total, _OWNER)
         finally:
             PyMem_Free(outs)
         return total
@@ -2045,7 +2308,8 @@ cdef class NativeBackend:
             fdn_decref(dropped)
         reg = _reg(cur_ns, cur_group, cur_value, md, owner)
         if self._nsubs > 0:
-            self._listeners.notify(_event(_UPDATED if update else _JOINED, reg))
+            self._listeners.notify(
+                _event(_UPDATED if update else _JOINED, reg, _REPLACED if update else _EXPLICIT))
         return reg
 
     def leave(self, ns, group, value):
@@ -2104,7 +2368,7 @@ cdef class NativeBackend:
                 self._mutated()
                 break
         if self._nsubs > 0:
-            self._released(&out, 1)
+            self._released(&out, 1, _EXPLICIT)
         else:
             _drop_removed(&out)
         return True

@@ -35,13 +35,21 @@ import threading
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
-from ..errors import AlreadyRegistered, ConfigError, NotRegistered, RegistryClosed
+from ..errors import AlreadyRegistered, ConfigError, NotRegistered, RegistryClosed, ValueMismatch
 from ._events import Listeners
 from ._groups import GroupTable
 from ._keys import check_owner, copy_metadata, invalid_key, same_owner, same_value
 from ._mdindex import MetadataIndex
 from ._query import Query
-from ._types import EMPTY_METADATA, EventKind, Health, Registration, RegistryEvent, RegistryStats
+from ._types import (
+    EMPTY_METADATA,
+    MISSING,
+    EventKind,
+    Health,
+    Registration,
+    RegistryEvent,
+    RegistryStats,
+)
 
 __all__ = ["PythonBackend"]
 
@@ -334,6 +342,55 @@ class PythonBackend:
             return [reg for reg in self.registrations(ns) if matches(reg[3])]
         return [reg for reg in self.registrations(ns) if query.matches(reg)]
 
+    def count_select(self, ns: Hashable | None, query: Query) -> int:
+        """How many registrations ``select(ns, query)`` would return,
+        without building that list."""
+        index = self._index
+        if index is not None:
+            keys = index.candidates(ns, query)
+            if keys is not None:
+                table = self._table
+                n = 0
+                for key in keys:
+                    reg = table.get(key)
+                    if reg is not None and query.matches(reg):
+                        n += 1
+                return n
+        if ns is None:
+            regs: list[Registration] = list(self._table.values())
+        else:
+            bucket = self._ns_bucket(ns)
+            regs = list(bucket.values()) if bucket else []
+        if query.predicate is None:
+            matches = query.metadata_matches
+            return sum(1 for reg in regs if matches(reg[3]))
+        test = query.matches
+        return sum(1 for reg in regs if test(reg))
+
+    def owned(self, owner: Hashable | None) -> list[Registration]:
+        """The names and memberships of ``owner``, in write order;
+        O(partitions + its entries). ``[]`` for None or an unknown owner.
+
+        Raises:
+            InvalidKey: ``owner`` is not hashable.
+        """
+        check_owner(owner)
+        if owner is None:
+            return []
+        found: list[tuple[int, Registration]] = []
+        for shard in self._shards:
+            if not shard.by_owner:
+                continue
+            try:
+                bucket = shard.by_owner.get(owner)
+            except Exception:
+                continue  # an owner whose __eq__ raises owns nothing here
+            if bucket:
+                found.extend(list(bucket.values()))
+        found.extend(self._groups.owned(owner))
+        found.sort(key=_first)
+        return [reg for _, reg in found]
+
     def _select_keys(self, keys: set[_Key], query: Query) -> list[Registration]:
         table, order = self._table, self._order
         found: list[tuple[int, Registration]] = []
@@ -454,7 +511,9 @@ class PythonBackend:
                 _drop_bucket(shard.by_owner, owner, owned)
             shard.release()
         if self._listeners.subscriptions:
-            self._listeners.notify(_new_event((kind, reg)))
+            self._listeners.notify(
+                _new_event((kind, reg, "explicit" if kind is _REGISTERED else "replaced"))
+            )
         return reg
 
     def _indexed(self, reg: Registration) -> None:
@@ -572,7 +631,7 @@ class PythonBackend:
         finally:
             shard.release()
         if self._listeners.subscriptions:
-            self._listeners.notify(_new_event((_UNREGISTERED, reg)))
+            self._listeners.notify(_new_event((_UNREGISTERED, reg, "explicit")))
         return True
 
     def update_metadata(
@@ -612,7 +671,58 @@ class PythonBackend:
         finally:
             shard.release()
         if self._listeners.subscriptions:
-            self._listeners.notify(_new_event((_UPDATED, reg)))
+            self._listeners.notify(_new_event((_UPDATED, reg, "replaced")))
+        return reg
+
+    def update_value(
+        self, ns: Hashable, name: Hashable, value: Any, expect: Any = MISSING
+    ) -> Registration:
+        """Replace the value of ``(ns, name)``, keeping its owner and metadata.
+
+        With ``expect`` (anything but ``MISSING``), only if the current value
+        is it or equals it (an ``__eq__`` that raises means "not equal"),
+        checked and written atomically.
+
+        Raises:
+            NotRegistered: nothing is registered there.
+            ValueMismatch: ``expect`` does not match the current value.
+            InvalidKey: the key cannot be hashed or compared.
+            RegistryClosed: after :meth:`close`.
+        """
+        if self._closed:
+            raise RegistryClosed()
+        key = (ns, name)
+        try:
+            hash(ns)
+            shard = self._shards[hash(name) % self._n]
+        except Exception as exc:
+            raise invalid_key(ns, name, exc) from exc
+        table = self._table
+        shard.acquire()
+        try:
+            while True:
+                if self._closed:
+                    raise RegistryClosed()
+                try:
+                    current = table.get(key)
+                except Exception as exc:
+                    raise invalid_key(ns, name, exc) from exc
+                if current is None:
+                    raise NotRegistered(key)
+                if expect is not MISSING:
+                    same = same_value(current[2], expect)
+                    if table.get(key) is not current:
+                        continue  # an __eq__ re-entered and changed the key: retry
+                    if not same:
+                        raise ValueMismatch(key, expect, current[2])
+                reg = _new_registration((current[0], current[1], value, current[3], current[4]))
+                self._replace(shard, key, current, reg)
+                break
+            self._writes += 1
+        finally:
+            shard.release()
+        if self._listeners.subscriptions:
+            self._listeners.notify(_new_event((_UPDATED, reg, "replaced")))
         return reg
 
     def unregister_owner(self, owner: Hashable) -> int:
@@ -671,8 +781,56 @@ class PythonBackend:
         removed.sort(key=_first)
         if self._listeners.subscriptions:
             for _, kind, reg in removed:
-                self._listeners.notify(_new_event((kind, reg)))
+                self._listeners.notify(_new_event((kind, reg, "owner")))
         return len(removed)
+
+    def unregister_select(self, ns: Hashable | None, query: Query) -> int:
+        """Remove the names of ``ns`` (``None``: of every namespace) that
+        ``select(ns, query)`` returns; one ``unregistered`` event each.
+
+        An entry that another writer changed between the match and its
+        removal stays.
+
+        Returns:
+            How many were removed.
+
+        Raises:
+            RegistryClosed: after :meth:`close`.
+            InvalidKey: ``ns`` cannot be hashed or compared.
+        """
+        if self._closed:
+            raise RegistryClosed()
+        removed = 0
+        for reg in self.select(ns, query):
+            if self._unregister_if(reg):
+                removed += 1
+        return removed
+
+    def _unregister_if(self, reg: Registration) -> bool:
+        """Remove ``reg`` if it is still the entry under its key."""
+        key = (reg[0], reg[1])
+        shard = self._shards[hash(reg[1]) % self._n]
+        shard.acquire()
+        try:
+            if self._closed:
+                return False
+            try:
+                if self._table.get(key) is not reg:
+                    return False
+                current = self._table.pop(key, None)
+            except Exception:
+                return False
+            if current is not reg:
+                if current is not None:
+                    self._table.setdefault(key, current)  # not ours: put it back
+                return False
+            self._unindex(reg, shard)
+            self._writes += 1
+        finally:
+            shard.release()
+        if self._listeners.subscriptions:
+            self._listeners.notify(_new_event((_UNREGISTERED, reg, "explicit")))
+        return True
 
     def join(
         self,

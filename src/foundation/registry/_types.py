@@ -10,12 +10,15 @@ import enum
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, Final, Literal, NamedTuple, TypeAlias
 
 __all__ = [
     "EMPTY_METADATA",
+    "MISSING",
     "EventKind",
+    "EventReason",
     "Health",
+    "Missing",
     "Registration",
     "RegistryEvent",
     "RegistryStats",
@@ -65,15 +68,37 @@ class EventKind(enum.StrEnum):
     LEFT = "left"
 
 
+#: Why an entry changed (``RegistryEvent.reason``):
+#:
+#: * ``"explicit"``: a write by this registry instance (register, unregister,
+#:   join, leave, unregister_select);
+#: * ``"owner"``: its owner ended (``unregister_owner``, a ``registered()``
+#:   block or a supervised child ending);
+#: * ``"replaced"``: its value or metadata was replaced (``update_value``,
+#:   ``update_metadata``, a re-register or a re-join);
+#: * ``"remote"``: learnt from etcd, written by another instance (its lease
+#:   ending included);
+#: * ``"lease"``: this instance's own lease ended and the entry could not be
+#:   put back under the new one (another instance took the name meanwhile).
+EventReason: TypeAlias = Literal["explicit", "owner", "replaced", "remote", "lease"]
+
+
 class RegistryEvent(NamedTuple):
     """A change delivered to ``subscribe`` listeners and ``watch()`` consumers.
 
     ``registration`` is the state after the change (for ``unregistered`` and
-    ``left``: the state that was removed).
+    ``left``: the state that was removed). ``reason`` says why it changed
+    (see :data:`EventReason`); it defaults to ``"explicit"``, so two-field
+    construction keeps working, and so do ``ev.kind``, ``ev[0]`` and
+    ``ev[1]``. Unpack as ``kind, reg, *_ = ev``.
     """
 
     kind: EventKind
     registration: Registration
+    reason: EventReason = "explicit"
+
+    def __repr__(self) -> str:
+        return f"RegistryEvent(kind={self[0]!r}, registration={self[1]!r}, reason={self.reason!r})"
 
     @property
     def namespace(self) -> Any:
@@ -96,6 +121,33 @@ class RegistryEvent(NamedTuple):
         return self.registration.owner
 
 
+def _reason(event: tuple[Any, ...]) -> Any:
+    # Events built as plain 2-tuples of the class (by a compiled core that
+    # predates the field) read as "explicit", the field's default.
+    return event[2] if len(event) > 2 else "explicit"
+
+
+RegistryEvent.reason = property(  # type: ignore[assignment]
+    _reason, doc="Why the entry changed (see EventReason); default 'explicit'."
+)
+
+
+class Missing(enum.Enum):
+    """The type of :data:`MISSING` (a singleton that pickles as itself)."""
+
+    MISSING = "MISSING"
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    __str__ = __repr__
+
+
+#: "No value given": ``update_value(ns, name, value, expect=MISSING)`` (the
+#: default) replaces whatever value is there; any other ``expect`` is compared.
+MISSING: Final = Missing.MISSING
+
+
 @dataclass(frozen=True)
 class RegistryStats:
     """A snapshot of a registry's counters (``registry.stats()``)."""
@@ -113,6 +165,9 @@ class RegistryStats:
     #: ``register`` calls refused with ``AlreadyRegistered``.
     conflicts: int
     closed: bool
+    #: Pub/sub messages a full subscriber buffer dropped (``publish``); each
+    #: subscriber that missed a message counts once.
+    dropped_messages: int = 0
 
 
 @dataclass(frozen=True)

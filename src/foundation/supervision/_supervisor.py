@@ -456,17 +456,14 @@ class Supervisor:
     async def _unregister(self, child: _Child) -> None:
         assert child.spec.register_as is not None
         assert self._registry is not None
-        ns, name = child.spec.register_as
         try:
-            current = self._registry.lookup_with_metadata(ns, name)
-            if current.owner == child.owner:
-                # On a local backend the entry is gone before this first
-                # yields (the facade writes, then checkpoints), i.e. in the
-                # same scheduling step in which the child's target ended: no
-                # other task can see the name point at a dead child.
-                await self._registry.unregister(ns, name)
-        except errors.NotRegistered:
-            return
+            # The child's end is its owner's end: its name, and anything else
+            # it registered or joined as that owner, goes (events with reason
+            # "owner"). On a local backend the entries are gone before this
+            # first yields (the facade writes, then checkpoints), i.e. in the
+            # same scheduling step in which the child's target ended: no
+            # other task can see the name point at a dead child.
+            await self._registry.unregister_owner(child.owner)
         except errors.RegistryClosed:
             # A closed registry holds no names: nothing left to remove.
             logger.debug(
