@@ -488,3 +488,16 @@ async def test_a_stalled_watch_reopens_elsewhere_from_the_next_revision(
                 break
     assert seen == [5, 6, 7, 8, 9, 10]  # none lost, none twice
     assert creates == [(A, 5), (B, 8)]
+
+
+def test_an_attempt_deadline_is_never_negative() -> None:
+    """A call whose time ran out while a stream opened gets 0 s, not a negative
+    span (``trio.move_on_after`` raises ValueError on one: a lease's keepalive
+    died of it under a partition)."""
+    from foundation.etcd import EtcdSettings
+    from foundation.etcd._transport import Transport
+
+    transport = Transport(EtcdSettings(endpoints=("127.0.0.1:2379",)), FakeWire())
+    assert transport.attempt_deadline(-0.25, True) == 0.0
+    assert transport.attempt_deadline(-0.25, False) == 0.0
+    assert transport.attempt_deadline(3.0, False) == 3.0

@@ -157,6 +157,11 @@ class KeepAliveStream:
                 )
             stream = await self._current(remaining)
             endpoint = stream.endpoint
+            if trio.current_time() >= deadline:
+                # Opening the stream used up the call's time: nothing sent,
+                # the stream is fine; the loop's top says the call timed out.
+                last_why = "opening the keepalive stream took the whole timeout"
+                continue
             waiter = _Waiter()
             self._waiters.setdefault(lease_id, collections.deque()).append(waiter)
             waiting = self._stream_waiters.get(stream)

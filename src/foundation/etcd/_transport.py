@@ -286,7 +286,12 @@ class Transport:
             self.failed(self.endpoints.index(endpoint), why)
 
     def attempt_deadline(self, remaining: float, idempotent: bool) -> float:
-        """Seconds one attempt may take when ``remaining`` are left of the call."""
+        """Seconds one attempt may take when ``remaining`` are left of the call.
+
+        Never negative: opening a stream may have used up the call's time
+        (``remaining`` < 0), and Trio's timeouts refuse a negative span.
+        """
+        remaining = max(remaining, 0.0)
         if idempotent and self.attempt_timeout is not None:
             return min(self.attempt_timeout, remaining)
         return remaining
